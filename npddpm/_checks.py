@@ -1,0 +1,89 @@
+"""Input validation shared by the public functions.
+
+Every public function validates its arguments here and raises a ``ValueError`` or
+``TypeError`` that names the argument, says what was expected and how to fix it.
+Private kernels never validate.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable
+
+import numpy as np
+
+__all__ = [
+    "as_int",
+    "as_real_1d",
+    "as_timesteps",
+    "choose",
+]
+
+
+def as_int(value: object, name: str, *, minimum: int | None = None) -> int:
+    """Return ``value`` as a Python int, rejecting bools, floats and out-of-range values."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def as_real_1d(values: object, name: str) -> np.ndarray:
+    """Return a fresh float64 1-D array of finite values (may be empty)."""
+    arr = np.asarray(values)
+    if arr.dtype == bool or arr.dtype.kind not in "iuf":
+        raise TypeError(
+            f"{name} must be an array of real numbers, got dtype {arr.dtype}; "
+            "pass a float or integer array"
+        )
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}; pass a flat array")
+    arr = arr.astype(np.float64, copy=True)
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+        raise ValueError(f"{name} must be finite, but {name}[{bad}] = {arr[bad]}")
+    return arr
+
+
+def as_timesteps(values: object, name: str, num_timesteps: int) -> np.ndarray:
+    """Return a sorted int64 array of distinct timesteps in ``[0, num_timesteps)``.
+
+    A ``set``/``frozenset`` (as returned by :func:`npddpm.schedules.space_timesteps`) is
+    unordered and is sorted here; any other sequence must already be strictly increasing.
+    """
+    if isinstance(values, (set, frozenset)):
+        values = sorted(values)
+    if isinstance(values, Iterable) and not isinstance(values, np.ndarray):
+        values = list(values)
+    arr = np.asarray(values)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(
+            f"{name} must be a non-empty 1-D sequence of integers, got shape {arr.shape}"
+        )
+    if arr.dtype == bool or arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if arr.min() < 0 or arr.max() >= num_timesteps:
+        raise ValueError(
+            f"{name} must lie in [0, {num_timesteps - 1}], got values from {arr.min()} to "
+            f"{arr.max()}"
+        )
+    steps = np.diff(arr)
+    if np.any(steps == 0):
+        dup = int(arr[1:][steps == 0][0])
+        raise ValueError(f"{name} contains the timestep {dup} more than once; remove duplicates")
+    if np.any(steps < 0):
+        raise ValueError(
+            f"{name} must be strictly increasing; pass sorted({name}) (a set is sorted for you)"
+        )
+    return arr
+
+
+def choose(value: object, name: str, options: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``options``; otherwise list the options."""
+    options = tuple(options)
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"unknown {name} {value!r}; expected one of: {', '.join(options)}")
+    return value

@@ -1,0 +1,720 @@
+r"""Noise schedules, the derived arrays of a schedule, and timestep spacing.
+
+Everything here is float64. Index convention (as improved-diffusion and the original TF
+code): code timestep ``t ∈ {0, …, T−1}``; index 0 means "diffused one step", i.e. paper step
+``t + 1``.
+
+Beta schedules
+--------------
+:func:`get_named_beta_schedule` returns the betas of a named schedule. Where two public
+implementations use the same name for different curves, npddpm uses distinct names:
+
+=====================  ======================================================================
+name                   definition (``T`` = number of steps)
+=====================  ======================================================================
+``linear``             improved-diffusion: ``linspace(1e-4·s, 0.02·s, T)``, ``s = 1000/T``
+``linear_unscaled``    TF DDPM / diffusers ``linear``: ``linspace(beta_start, beta_end, T)``
+``scaled_linear``      diffusers: ``linspace(√beta_start, √beta_end, T)²``
+``quadratic``          TF DDPM ``quad``: the same curve as ``scaled_linear``
+``cosine``             Nichol & Dhariwal (2021) Eq. 17, via :func:`betas_for_alpha_bar`
+``sigmoid_beta``       diffusers ``sigmoid``: ``sigmoid(linspace(−6, 6, T))·(βe − βs) + βs``
+``sigmoid_alpha_bar``  lucidrains (Jabri et al. 2022): a sigmoid curve in ᾱ-space
+``laplace``            diffusers ``laplace`` (Hang et al. 2024): a Laplace curve in log-SNR
+``exp``                diffusers ``exp`` alpha transform: ᾱ(u) = exp(−12u)
+``warmup10``           TF DDPM: linear warm-up over the first 10 % of steps, then ``beta_end``
+``warmup50``           TF DDPM: linear warm-up over the first 50 % of steps, then ``beta_end``
+``const``              TF DDPM: ``beta_end`` at every step
+``jsd``                TF DDPM: ``1/T, 1/(T−1), …, 1``  (ᾱ_{T−1} = 0)
+=====================  ======================================================================
+
+The diffusers aliases ``squaredcos_cap_v2`` (= ``cosine``) and ``sigmoid`` (= ``sigmoid_beta``)
+are accepted too. diffusers builds these arrays in float32; npddpm builds them in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from ._checks import as_int, as_real_1d, as_timesteps, choose
+
+__all__ = [
+    "Schedule",
+    "betas_for_alpha_bar",
+    "diffusers_timesteps",
+    "get_named_beta_schedule",
+    "inference_timesteps",
+    "rescale_zero_terminal_snr",
+    "schedule_names",
+    "space_timesteps",
+]
+
+
+# --------------------------------------------------------------------------------------
+# Named beta schedules
+# --------------------------------------------------------------------------------------
+
+
+def betas_for_alpha_bar(
+    num_diffusion_timesteps: int,
+    alpha_bar: Callable[[float], float],
+    max_beta: float = 0.999,
+) -> np.ndarray:
+    r"""Discretise a continuous ᾱ(u), u ∈ [0, 1], into betas.
+
+    .. math:: \beta_i = \min\bigl(1 - \bar\alpha((i+1)/T) / \bar\alpha(i/T),\ \beta_{\max}\bigr),
+              \quad i = 0, \dots, T-1
+
+    (improved-diffusion ``betas_for_alpha_bar``; Nichol & Dhariwal 2021, Eq. 17 and §3.2).
+
+    Parameters
+    ----------
+    num_diffusion_timesteps : int
+        ``T >= 1``.
+    alpha_bar : callable
+        ``u -> ᾱ(u)``, positive and non-increasing on [0, 1].
+    max_beta : float
+        Upper clip; 0.999 in the references, to avoid the singularity at u = 1.
+
+    Returns
+    -------
+    betas : ndarray, shape (T,), float64
+    """
+    T = as_int(num_diffusion_timesteps, "num_diffusion_timesteps", minimum=1)
+    if not 0.0 < max_beta <= 1.0:
+        raise ValueError(f"max_beta must lie in (0, 1], got {max_beta}")
+    betas = []
+    for i in range(T):
+        t1 = i / T
+        t2 = (i + 1) / T
+        betas.append(min(1 - alpha_bar(t2) / alpha_bar(t1), max_beta))
+    return np.array(betas, dtype=np.float64)
+
+
+def _cosine_alpha_bar(s: float) -> Callable[[float], float]:
+    def alpha_bar(u: float) -> float:
+        return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+
+    return alpha_bar
+
+
+def _linear(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
+    scale = 1000 / T
+    return np.linspace(scale * beta_start, scale * beta_end, T, dtype=np.float64)
+
+
+def _linear_unscaled(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
+    return np.linspace(beta_start, beta_end, T, dtype=np.float64)
+
+
+def _quadratic(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
+    return np.linspace(beta_start**0.5, beta_end**0.5, T, dtype=np.float64) ** 2
+
+
+def _cosine(
+    T: int, s: float = 0.008, max_beta: float = 0.999, min_beta: float | None = None
+) -> np.ndarray:
+    betas = betas_for_alpha_bar(T, _cosine_alpha_bar(s), max_beta=max_beta)
+    if min_beta is not None:
+        betas = np.maximum(betas, min_beta)
+    return betas
+
+
+def _sigmoid_beta(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
+    x = np.linspace(-6.0, 6.0, T, dtype=np.float64)
+    return 1.0 / (1.0 + np.exp(-x)) * (beta_end - beta_start) + beta_start
+
+
+def _sigmoid_alpha_bar(
+    T: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0, max_beta: float = 0.999
+) -> np.ndarray:
+    def sig(z):
+        return 1.0 / (1.0 + np.exp(-z))
+
+    u = np.linspace(0.0, T, T + 1, dtype=np.float64) / T
+    v_start = sig(start / tau)
+    v_end = sig(end / tau)
+    alpha_bar = (-sig((u * (end - start) + start) / tau) + v_end) / (v_end - v_start)
+    alpha_bar = alpha_bar / alpha_bar[0]
+    betas = 1.0 - alpha_bar[1:] / alpha_bar[:-1]
+    return np.clip(betas, 0.0, max_beta)
+
+
+def _laplace(T: int, mu: float = 0.0, b: float = 0.5, max_beta: float = 0.999) -> np.ndarray:
+    # diffusers' `laplace` alpha transform, verbatim: lmb(u) = mu − b·sign(0.5 − u)·
+    # log(1 − 2|0.5 − u| + 1e-6), snr = exp(lmb), and ᾱ(u) = √(snr / (1 + snr)) — note the
+    # square root, which diffusers applies (so its "ᾱ" is √ of the Laplace curve's ᾱ).
+    def alpha_bar(u: float) -> float:
+        d = 0.5 - u
+        lmb = mu - b * math.copysign(1.0, d) * math.log(1 - 2 * abs(d) + 1e-6)
+        snr = math.exp(lmb)
+        return math.sqrt(snr / (1 + snr))
+
+    return betas_for_alpha_bar(T, alpha_bar, max_beta=max_beta)
+
+
+def _exp(T: int, rate: float = 12.0, max_beta: float = 0.999) -> np.ndarray:
+    # diffusers' `exp` alpha transform: ᾱ(u) = exp(−12 u).
+    return betas_for_alpha_bar(T, lambda u: math.exp(-rate * u), max_beta=max_beta)
+
+
+def _warmup(T: int, frac: float, beta_start: float, beta_end: float) -> np.ndarray:
+    betas = beta_end * np.ones(T, dtype=np.float64)
+    warmup_time = int(T * frac)
+    betas[:warmup_time] = np.linspace(beta_start, beta_end, warmup_time, dtype=np.float64)
+    return betas
+
+
+def _warmup10(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
+    return _warmup(T, 0.1, beta_start, beta_end)
+
+
+def _warmup50(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
+    return _warmup(T, 0.5, beta_start, beta_end)
+
+
+def _const(T: int, beta_end: float = 0.02) -> np.ndarray:
+    return beta_end * np.ones(T, dtype=np.float64)
+
+
+def _jsd(T: int) -> np.ndarray:
+    return 1.0 / np.linspace(T, 1, T, dtype=np.float64)
+
+
+_SCHEDULES: dict[str, Callable[..., np.ndarray]] = {
+    "linear": _linear,
+    "linear_unscaled": _linear_unscaled,
+    "scaled_linear": _quadratic,
+    "quadratic": _quadratic,
+    "cosine": _cosine,
+    "sigmoid_beta": _sigmoid_beta,
+    "sigmoid_alpha_bar": _sigmoid_alpha_bar,
+    "laplace": _laplace,
+    "exp": _exp,
+    "warmup10": _warmup10,
+    "warmup50": _warmup50,
+    "const": _const,
+    "jsd": _jsd,
+}
+_ALIASES = {"squaredcos_cap_v2": "cosine", "sigmoid": "sigmoid_beta", "quad": "quadratic"}
+
+
+def schedule_names() -> tuple[str, ...]:
+    """The canonical names accepted by :func:`get_named_beta_schedule` (aliases excluded)."""
+    return tuple(_SCHEDULES)
+
+
+def get_named_beta_schedule(name: str, num_diffusion_timesteps: int, **kw: Any) -> np.ndarray:
+    """Return the float64 betas of a named schedule.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`schedule_names` (see the module docstring) or an alias.
+    num_diffusion_timesteps : int
+        ``T >= 1``.
+    **kw
+        Schedule parameters: ``beta_start``/``beta_end`` (linear family, sigmoid_beta,
+        warm-ups, const), ``s``/``max_beta``/``min_beta`` (cosine), ``start``/``end``/``tau``
+        (sigmoid_alpha_bar), ``mu``/``b`` (laplace).
+
+    Returns
+    -------
+    betas : ndarray, shape (T,), float64
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the known names), an unknown keyword, or
+        betas outside (0, 1] (e.g. ``linear`` with ``T < 20``, whose last beta is 20/T).
+
+    Examples
+    --------
+    >>> b = get_named_beta_schedule("linear", 1000)
+    >>> float(b[0]), float(b[-1])
+    (0.0001, 0.02)
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    canonical = _ALIASES.get(name, name)
+    if canonical not in _SCHEDULES:
+        raise ValueError(
+            f"unknown beta schedule {name!r}; known names: {', '.join(_SCHEDULES)} "
+            f"(aliases: {', '.join(_ALIASES)})"
+        )
+    T = as_int(num_diffusion_timesteps, "num_diffusion_timesteps", minimum=1)
+    try:
+        betas = _SCHEDULES[canonical](T, **kw)
+    except TypeError as exc:  # unknown keyword
+        raise ValueError(f"bad parameters for schedule {name!r}: {exc}") from None
+    _check_betas(betas, f"betas of schedule {name!r} with T={T}")
+    return betas
+
+
+# --------------------------------------------------------------------------------------
+# Schedule: every derived array
+# --------------------------------------------------------------------------------------
+
+
+def _check_betas(betas: np.ndarray, name: str) -> None:
+    if betas.size == 0:
+        raise ValueError(f"{name} is empty; a schedule needs at least one step")
+    bad = np.flatnonzero(~((betas > 0.0) & (betas <= 1.0)))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"{name} must lie in (0, 1], but element {i} is {betas[i]!r}"
+            + (" (linear needs T >= 20: its last beta is 20/T)" if betas[i] > 1 else "")
+        )
+    ones = np.flatnonzero(betas[:-1] == 1.0)
+    if ones.size:
+        raise ValueError(
+            f"{name}[{int(ones[0])}] = 1 before the last step makes every later ᾱ zero; "
+            "only the last beta may equal 1"
+        )
+
+
+_ARRAY_NAMES = (
+    "betas",
+    "alphas",
+    "alphas_cumprod",
+    "alphas_cumprod_prev",
+    "alphas_cumprod_next",
+    "one_minus_alphas_cumprod",
+    "sqrt_alphas_cumprod",
+    "sqrt_one_minus_alphas_cumprod",
+    "log_one_minus_alphas_cumprod",
+    "sqrt_recip_alphas_cumprod",
+    "sqrt_recipm1_alphas_cumprod",
+    "posterior_variance",
+    "posterior_log_variance_clipped",
+    "posterior_mean_coef1",
+    "posterior_mean_coef2",
+    "log_alphas_cumprod",
+    "snr",
+    "log_snr",
+    "timestep_map",
+)
+
+
+class Schedule:
+    r"""An immutable diffusion schedule with every derived array, in float64.
+
+    Parameters
+    ----------
+    betas : array_like, shape (T,)
+        Values in (0, 1]; only the last may equal 1 (zero terminal SNR).
+    precision : {"default", "high"}
+        ``"default"`` reproduces improved-diffusion's arithmetic exactly
+        (``1 − cumprod(1 − β)``). ``"high"`` computes ``1 − ᾱ`` as
+        ``−expm1(cumsum(log1p(−β)))`` and builds every array that contains ``1 − ᾱ`` from it,
+        which removes the cancellation at small t (relative error about 1e-16 instead of
+        up to 1e-12 for T = 1000; see ``tests/properties/test_schedule_oracle.py``).
+
+    Attributes
+    ----------
+    num_timesteps : int
+        T.
+    betas, alphas : ndarray (T,)
+        β and α = 1 − β.
+    alphas_cumprod : ndarray (T,)
+        ᾱ_t = ∏_{s≤t} α_s.
+    alphas_cumprod_prev, alphas_cumprod_next : ndarray (T,)
+        ``[1, ᾱ_0, …, ᾱ_{T−2}]`` and ``[ᾱ_1, …, ᾱ_{T−1}, 0]``.
+    one_minus_alphas_cumprod : ndarray (T,)
+        1 − ᾱ_t (an npddpm addition; the precision mode decides how it is computed).
+    sqrt_alphas_cumprod, sqrt_one_minus_alphas_cumprod, log_one_minus_alphas_cumprod : ndarray
+        √ᾱ, √(1 − ᾱ), log(1 − ᾱ).
+    sqrt_recip_alphas_cumprod, sqrt_recipm1_alphas_cumprod : ndarray
+        √(1/ᾱ) and √(1/ᾱ − 1) (used by x̂₀ = √(1/ᾱ)·x_t − √(1/ᾱ − 1)·ε).
+    posterior_variance : ndarray
+        β̃_t = β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t) (Ho et al. 2020, Eq. 7); β̃_0 = 0.
+    posterior_log_variance_clipped : ndarray
+        ``log([β̃_1, β̃_1, β̃_2, …])``: log β̃ with the t = 0 entry replaced by β̃_1
+        (improved-diffusion / TF2). For T = 1 there is no β̃_1 and the entry is
+        ``log(1e-20)`` (the TF1 / diffusers floor).
+    posterior_mean_coef1, posterior_mean_coef2 : ndarray
+        β_t √ᾱ_{t−1} / (1 − ᾱ_t) and (1 − ᾱ_{t−1}) √α_t / (1 − ᾱ_t), so that the posterior
+        mean is ``coef1·x₀ + coef2·x_t`` (Ho et al. 2020, Eq. 7).
+    log_alphas_cumprod : ndarray
+        log ᾱ (``cumsum(log1p(−β))`` in both modes).
+    snr, log_snr : ndarray
+        ᾱ / (1 − ᾱ) and its log (Kingma et al. 2021).
+    timestep_map : ndarray of int64 (T,)
+        The original timestep of each index: ``arange(T)`` unless respaced.
+    precision : str
+        The precision mode.
+
+    Notes
+    -----
+    Arrays are read-only and attributes cannot be reassigned. ``ᾱ`` itself is the plain
+    ``cumprod`` in both modes (its relative error is already about t·2⁻⁵³).
+
+    Examples
+    --------
+    >>> s = Schedule.from_name("linear", 1000)
+    >>> s.num_timesteps, round(float(s.alphas_cumprod[-1]), 10)
+    (1000, 4.03583e-05)
+    >>> r = s.respace(space_timesteps(1000, "ddim10"))
+    >>> r.timestep_map[:3].tolist(), bool(np.isclose(r.alphas_cumprod[1], s.alphas_cumprod[100]))
+    ([0, 100, 200], True)
+    """
+
+    __slots__ = ("__dict__",)
+
+    def __init__(
+        self,
+        betas: Iterable[float] | np.ndarray,
+        precision: str = "default",
+        *,
+        timestep_map: Iterable[int] | np.ndarray | None = None,
+    ) -> None:
+        betas = as_real_1d(betas, "betas")
+        _check_betas(betas, "betas")
+        precision = choose(precision, "precision", ("default", "high"))
+        T = betas.size
+        if timestep_map is None:
+            tmap = np.arange(T, dtype=np.int64)
+        else:
+            tmap = np.asarray(timestep_map)
+            if tmap.shape != (T,) or tmap.dtype.kind not in "iu":
+                raise ValueError(
+                    f"timestep_map must be {T} integers (one per beta), got {tmap.dtype} "
+                    f"array of shape {tmap.shape}"
+                )
+            tmap = tmap.astype(np.int64)
+            if (T > 1 and np.any(np.diff(tmap) <= 0)) or tmap[0] < 0:
+                raise ValueError("timestep_map must be non-negative and strictly increasing")
+        arrays = _derive(betas, precision)
+        arrays["timestep_map"] = tmap
+        for key, value in arrays.items():
+            value.setflags(write=False)
+            object.__setattr__(self, key, value)
+        object.__setattr__(self, "num_timesteps", T)
+        object.__setattr__(self, "precision", precision)
+
+    # construction helpers -------------------------------------------------------------
+
+    @classmethod
+    def from_name(
+        cls, name: str, num_timesteps: int, *, precision: str = "default", **kw: Any
+    ) -> Schedule:
+        """``Schedule(get_named_beta_schedule(name, num_timesteps, **kw), precision)``."""
+        return cls(get_named_beta_schedule(name, num_timesteps, **kw), precision=precision)
+
+    def respace(self, timesteps: Iterable[int] | np.ndarray) -> Schedule:
+        r"""Keep only ``timesteps`` (improved-diffusion ``SpacedDiffusion`` semantics).
+
+        The new betas are :math:`\beta'_k = 1 - \bar\alpha_{s_k} / \bar\alpha_{s_{k-1}}` with
+        :math:`\bar\alpha_{s_{-1}} = 1`, so ᾱ is preserved at the retained steps, and
+        ``timestep_map`` maps each new index to the original timestep (composed with this
+        schedule's map when it is itself respaced). In ``"high"`` precision the new betas are
+        ``−expm1(Δ log ᾱ)``.
+
+        Parameters
+        ----------
+        timesteps : set or strictly increasing sequence of int
+            Indices into this schedule, in ``[0, T)``; e.g. from :func:`space_timesteps`.
+        """
+        use = as_timesteps(timesteps, "timesteps", self.num_timesteps)
+        if self.precision == "high":
+            log_ab = self.log_alphas_cumprod[use]
+            prev = np.concatenate([[0.0], log_ab[:-1]])
+            with np.errstate(invalid="ignore"):
+                betas = -np.expm1(log_ab - prev)
+            betas[np.isneginf(log_ab)] = 1.0
+        else:
+            new_betas = []
+            last = 1.0
+            for i in use:  # the exact float operations of SpacedDiffusion
+                ab = float(self.alphas_cumprod[i])
+                new_betas.append(1 - ab / last)
+                last = ab
+            betas = np.array(new_betas, dtype=np.float64)
+        return Schedule(betas, precision=self.precision, timestep_map=self.timestep_map[use])
+
+    # behaviour ------------------------------------------------------------------------
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError(f"Schedule is immutable; cannot set {key!r}")
+
+    def __delattr__(self, key: str) -> None:
+        raise AttributeError(f"Schedule is immutable; cannot delete {key!r}")
+
+    def __len__(self) -> int:
+        return self.num_timesteps
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Schedule):
+            return NotImplemented
+        return (
+            self.precision == other.precision
+            and np.array_equal(self.betas, other.betas)
+            and np.array_equal(self.timestep_map, other.timestep_map)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.precision, self.betas.tobytes(), self.timestep_map.tobytes()))
+
+    def __repr__(self) -> str:
+        respaced = "" if self.is_identity_map else ", respaced"
+        return (
+            f"Schedule(T={self.num_timesteps}, precision={self.precision!r}{respaced}, "
+            f"betas=[{self.betas[0]:.6g} … {self.betas[-1]:.6g}])"
+        )
+
+    @property
+    def is_identity_map(self) -> bool:
+        """True when ``timestep_map`` is ``arange(T)`` (not respaced)."""
+        return bool(np.array_equal(self.timestep_map, np.arange(self.num_timesteps)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable description from which :meth:`from_dict` rebuilds it exactly."""
+        return {
+            "betas": [float(b) for b in self.betas],  # repr round-trips float64 exactly
+            "precision": self.precision,
+            "timestep_map": [int(t) for t in self.timestep_map],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Schedule:
+        """Inverse of :meth:`to_dict`."""
+        return cls(d["betas"], precision=d["precision"], timestep_map=d["timestep_map"])
+
+
+def _derive(betas: np.ndarray, precision: str) -> dict[str, np.ndarray]:
+    """All derived arrays. The default path is improved-diffusion's arithmetic, verbatim."""
+    T = betas.size
+    alphas = 1.0 - betas
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_ab = np.cumsum(np.log1p(-betas))  # -inf once a beta equals 1
+        alphas_cumprod = np.cumprod(alphas, axis=0)
+        alphas_cumprod_prev = np.append(1.0, alphas_cumprod[:-1])
+        alphas_cumprod_next = np.append(alphas_cumprod[1:], 0.0)
+        if precision == "high":
+            omab = -np.expm1(log_ab)  # 1 − ᾱ without cancellation
+            omab_prev = np.append(0.0, omab[:-1])
+            sqrt_recipm1 = np.sqrt(omab / alphas_cumprod)  # √(1/ᾱ − 1) = √((1−ᾱ)/ᾱ)
+        else:
+            omab = 1.0 - alphas_cumprod
+            omab_prev = 1.0 - alphas_cumprod_prev
+            sqrt_recipm1 = np.sqrt(1.0 / alphas_cumprod - 1)
+        sqrt_recip = np.sqrt(1.0 / alphas_cumprod)  # no 1 − ᾱ inside: the same in both modes
+        posterior_variance = betas * omab_prev / omab
+        if T > 1:
+            plvc = np.log(np.append(posterior_variance[1], posterior_variance[1:]))
+        else:
+            plvc = np.array([np.log(1e-20)])
+        coef1 = betas * np.sqrt(alphas_cumprod_prev) / omab
+        coef2 = omab_prev * np.sqrt(alphas) / omab
+        log_omab = np.log(omab)
+        snr = alphas_cumprod / omab
+        log_snr = log_ab - log_omab
+    return {
+        "betas": betas,
+        "alphas": alphas,
+        "alphas_cumprod": alphas_cumprod,
+        "alphas_cumprod_prev": alphas_cumprod_prev,
+        "alphas_cumprod_next": alphas_cumprod_next,
+        "one_minus_alphas_cumprod": omab,
+        "sqrt_alphas_cumprod": np.sqrt(alphas_cumprod),
+        "sqrt_one_minus_alphas_cumprod": np.sqrt(omab),
+        "log_one_minus_alphas_cumprod": log_omab,
+        "sqrt_recip_alphas_cumprod": sqrt_recip,
+        "sqrt_recipm1_alphas_cumprod": sqrt_recipm1,
+        "posterior_variance": posterior_variance,
+        "posterior_log_variance_clipped": plvc,
+        "posterior_mean_coef1": coef1,
+        "posterior_mean_coef2": coef2,
+        "log_alphas_cumprod": log_ab,
+        "snr": snr,
+        "log_snr": log_snr,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Zero terminal SNR
+# --------------------------------------------------------------------------------------
+
+
+def rescale_zero_terminal_snr(betas: Iterable[float] | np.ndarray) -> np.ndarray:
+    r"""Rescale betas so that ᾱ_{T−1} = 0 while ᾱ_0 is kept (Lin et al. 2023, Algorithm 1).
+
+    .. math:: \sqrt{\bar\alpha}' = (\sqrt{\bar\alpha} - \sqrt{\bar\alpha_{T-1}})
+              \frac{\sqrt{\bar\alpha_0}}{\sqrt{\bar\alpha_0} - \sqrt{\bar\alpha_{T-1}}}
+
+    then α'_t = ᾱ'_t / ᾱ'_{t−1} (α'_0 = ᾱ'_0) and β' = 1 − α'. The last beta is 1, so an
+    ε-prediction model cannot be sampled at t = T−1 (division by √ᾱ = 0); use v or x₀.
+
+    Parameters
+    ----------
+    betas : array_like, shape (T,), T >= 2
+
+    Returns
+    -------
+    betas : ndarray, shape (T,), float64
+    """
+    betas = as_real_1d(betas, "betas")
+    _check_betas(betas, "betas")
+    if betas.size < 2:
+        raise ValueError("rescale_zero_terminal_snr needs at least 2 betas (T >= 2)")
+    sqrt_ab = np.sqrt(np.cumprod(1.0 - betas))
+    s0, sT = sqrt_ab[0], sqrt_ab[-1]
+    sqrt_ab = (sqrt_ab - sT) * (s0 / (s0 - sT))
+    ab = sqrt_ab**2
+    alphas = np.concatenate([ab[:1], ab[1:] / ab[:-1]])
+    return 1.0 - alphas
+
+
+# --------------------------------------------------------------------------------------
+# Timestep spacing
+# --------------------------------------------------------------------------------------
+
+
+def space_timesteps(num_timesteps: int, section_counts: str | Iterable[int]) -> set[int]:
+    """The timesteps to keep when respacing, with improved-diffusion's exact semantics.
+
+    ``section_counts`` is a list of counts (or a comma-separated string): ``T`` is split into
+    ``len(section_counts)`` near-equal sections (the first ``T mod n`` one step longer), and
+    each section of ``size`` steps keeps ``count`` steps at
+    ``round(k·(size − 1)/(count − 1))`` — with the stride accumulated in floating point and
+    Python's round-half-to-even, exactly as improved-diffusion does. A string ``"ddimN"``
+    picks the smallest integer stride ``i`` in ``[1, T)`` with ``len(range(0, T, i)) == N``
+    (the DDIM paper's fixed stride).
+
+    Returns
+    -------
+    set of int
+        As improved-diffusion; pass it to :meth:`Schedule.respace`.
+
+    Raises
+    ------
+    ValueError
+        When a section is shorter than its count, or no integer stride gives exactly N steps
+        for ``"ddimN"`` (improved-diffusion's error cases; its message names T where it means
+        N, npddpm's names both), or for negative counts.
+    """
+    T = as_int(num_timesteps, "num_timesteps", minimum=1)
+    if isinstance(section_counts, str):
+        if section_counts.startswith("ddim"):
+            try:
+                desired = int(section_counts[len("ddim") :])
+            except ValueError:
+                raise ValueError(
+                    f"section_counts {section_counts!r} must be 'ddimN' with an integer N"
+                ) from None
+            for i in range(1, T):
+                if len(range(0, T, i)) == desired:
+                    return set(range(0, T, i))
+            raise ValueError(
+                f"cannot create exactly {desired} steps out of {T} with an integer stride; "
+                "use a plain count such as str(N) instead"
+            )
+        try:
+            counts = [int(x) for x in section_counts.split(",")]
+        except ValueError:
+            raise ValueError(
+                f"section_counts {section_counts!r} must be comma-separated integers or 'ddimN'"
+            ) from None
+    else:
+        counts = [as_int(c, "section_counts[i]") for c in section_counts]
+    if not counts:
+        raise ValueError("section_counts is empty; give at least one count")
+    if any(c < 0 for c in counts):
+        raise ValueError(f"section_counts must be non-negative, got {counts}")
+    size_per = T // len(counts)
+    extra = T % len(counts)
+    start_idx = 0
+    all_steps: list[int] = []
+    for i, count in enumerate(counts):
+        size = size_per + (1 if i < extra else 0)
+        if size < count:
+            raise ValueError(f"cannot divide section {i} of {size} steps into {count} steps")
+        frac_stride = 1 if count <= 1 else (size - 1) / (count - 1)
+        cur_idx = 0.0
+        for _ in range(count):
+            all_steps.append(start_idx + round(cur_idx))
+            cur_idx += frac_stride
+        start_idx += size
+    return set(all_steps)
+
+
+_SPACINGS = ("linspace", "leading", "trailing")
+
+
+def diffusers_timesteps(
+    num_train_timesteps: int, num_inference_steps: int, spacing: str, steps_offset: int = 0
+) -> np.ndarray:
+    """Exactly the ``timesteps`` that diffusers' ``DDPMScheduler``/``DDIMScheduler.set_timesteps``
+    produce, quirks included (descending, int64).
+
+    ``linspace``: ``linspace(0, T−1, N).round()[::-1]`` (half-to-even ties).
+    ``leading``:  ``arange(N)·(T // N)`` reversed, ``+ steps_offset``.
+    ``trailing``: ``round(arange(T, 0, −T/N)) − 1``.
+
+    Known quirks reproduced on purpose (each a documented divergence, see
+    ``reference/IMPLEMENTATIONS.md`` B.7):
+
+    * ``trailing`` returns **N + 1** entries ending in **−1** when ``arange`` with a float step
+      overshoots (e.g. T = 1000, N = 61 or 103); indexing ᾱ with −1 silently reads ᾱ_{T−1}.
+    * ``leading`` never contains T − 1 (N = 50 starts at 980), the flaw Lin et al. (2023) fix.
+    * ``leading`` with ``steps_offset = 1`` and N = T contains T, out of range.
+    * ``steps_offset`` only affects ``leading`` (as in diffusers).
+
+    For npddpm's own samplers use :func:`inference_timesteps`, which has none of these.
+    """
+    T = as_int(num_train_timesteps, "num_train_timesteps", minimum=1)
+    N = as_int(num_inference_steps, "num_inference_steps", minimum=1)
+    offset = as_int(steps_offset, "steps_offset")
+    choose(spacing, "spacing", _SPACINGS)
+    if N > T:
+        raise ValueError(
+            f"num_inference_steps ({N}) cannot be larger than num_train_timesteps ({T})"
+        )
+    if spacing == "linspace":
+        ts = np.linspace(0, T - 1, N).round()[::-1].copy().astype(np.int64)
+    elif spacing == "leading":
+        ratio = T // N
+        ts = (np.arange(0, N) * ratio).round()[::-1].copy().astype(np.int64)
+        ts += offset
+    else:
+        ratio = T / N
+        ts = np.round(np.arange(T, 0, -ratio)).astype(np.int64)
+        ts -= 1
+    return ts
+
+
+def inference_timesteps(
+    num_timesteps: int, num_steps: int, spacing: str = "trailing"
+) -> np.ndarray:
+    """N distinct timesteps for sampling, ascending, computed with exact integer arithmetic.
+
+    ``trailing``: ``T − 1 − ⌊k·T/N⌋``, k = 0..N−1 — always includes T − 1, evenly spaced
+    from the top (Lin et al. 2023, Table 2).
+    ``linspace``: ``round_half_up(k·(T − 1)/(N − 1))`` — includes 0 and T − 1 (N = 1 gives
+    ``[T − 1]``).
+    ``leading``: ``k·⌊T/N⌋`` — the DDIM paper's stride; does not reach T − 1 unless N = T.
+
+    Unlike :func:`diffusers_timesteps` the result always has exactly N distinct entries in
+    ``[0, T − 1]``, for every ``1 <= N <= T``. Pass it to :meth:`Schedule.respace`.
+
+    Returns
+    -------
+    ndarray of int64, shape (N,), strictly increasing
+    """
+    T = as_int(num_timesteps, "num_timesteps", minimum=1)
+    N = as_int(num_steps, "num_steps", minimum=1)
+    choose(spacing, "spacing", _SPACINGS)
+    if N > T:
+        raise ValueError(f"num_steps ({N}) cannot exceed num_timesteps ({T})")
+    k = np.arange(N, dtype=np.int64)
+    if spacing == "trailing":
+        ts = T - 1 - (k * T) // N
+    elif spacing == "linspace":
+        ts = np.array([T - 1]) if N == 1 else (2 * k * (T - 1) + (N - 1)) // (2 * (N - 1))
+    else:
+        ts = k * (T // N)
+    return np.sort(ts)

@@ -1,0 +1,1 @@
+"""Test helpers that other projects can import: hypothesis strategies and oracles."""
