@@ -139,11 +139,14 @@ class GaussianDiffusion:
             large_var, large_logvar = s.betas.copy(), np.log(large_var_ff)
         else:
             large_var, large_logvar = s.betas.copy(), np.log(s.betas)
-        with np.errstate(divide="ignore"):
-            # improved-diffusion's expression, per timestep, in float64
-            ddim_factor = np.sqrt(
-                (1 - s.alphas_cumprod_prev) / s.one_minus_alphas_cumprod
-            ) * np.sqrt(1 - s.alphas_cumprod / s.alphas_cumprod_prev)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if s.precision == "high":  # 1 − ᾱ/ᾱ_prev is the chain's β exactly
+                om_prev = np.append(0.0, s.one_minus_alphas_cumprod[:-1])
+                ddim_factor = np.sqrt(om_prev / s.one_minus_alphas_cumprod * s.betas)
+            else:  # improved-diffusion's expression, per timestep, in float64
+                ddim_factor = np.sqrt(
+                    (1 - s.alphas_cumprod_prev) / s.one_minus_alphas_cumprod
+                ) * np.sqrt(1 - s.alphas_cumprod / s.alphas_cumprod_prev)
         self._tab = {
             "small_var": small_var,
             "small_logvar": small_logvar,
@@ -153,7 +156,9 @@ class GaussianDiffusion:
             "recip_coef1": 1.0 / s.posterior_mean_coef1,
             "coef2_over_coef1": s.posterior_mean_coef2 / s.posterior_mean_coef1,
             "ddim_sigma_factor": ddim_factor,
-            "one_minus_ab_prev": 1 - s.alphas_cumprod_prev,
+            "one_minus_ab_prev": np.append(0.0, s.one_minus_alphas_cumprod[:-1])
+            if s.precision == "high"
+            else 1 - s.alphas_cumprod_prev,
         }
         for v in self._tab.values():
             v.setflags(write=False)
