@@ -72,7 +72,7 @@ def _npddpm_model(cfg: dict):
             num_blocks=cfg["blocks"],
             time_embed_dim=cfg["emb"],
             dtype=np.float32,
-            parallel=cfg["parallel"],
+            threads=cfg["threads"],
         )
     return UNet(
         cfg["channels"],
@@ -156,7 +156,7 @@ def grid(args) -> list[dict]:
     base = {"model": args.model, "threads": args.threads, "min_time": args.min_time}
     if args.model == "mlp":
         return [
-            dict(base, dim=2, width=w, batch=b, blocks=args.blocks, emb=32, parallel=args.parallel)
+            dict(base, dim=2, width=w, batch=b, blocks=args.blocks, emb=32)
             for w in args.widths
             for b in args.batches
         ]
@@ -187,7 +187,6 @@ def main() -> None:
         default=1,
         help="MLP residual blocks; 1 gives the (D+32) → W → W → W → D products",
     )
-    ap.add_argument("--parallel", action="store_true", help="Numba threads in the fused SiLU")
     ap.add_argument("--sides", type=int, nargs="+", default=[8, 16])
     ap.add_argument("--unet-width", type=int, default=32)
     ap.add_argument("--unet-batch", type=int, default=64)

@@ -9,7 +9,7 @@ the logistic function from a rational approximation of tanh,
 
 with the degree-13/6 minimax coefficients used by Eigen, XLA and ONNX Runtime's MLAS (about
 2 ulp from tanh in float32). Only arithmetic remains, so LLVM vectorises the inner loop (no
-SVML is needed) and ``prange`` splits the rows over the threads. The absolute error of σ is
+SVML is needed). The absolute error of σ is
 below 3e-7 (checked against float64 in the tests); float64 models never use these kernels.
 
 Nothing is compiled at import: :func:`kernels` builds the jitted functions on first call.
@@ -27,8 +27,9 @@ __all__ = ["kernels"]
 def kernels() -> SimpleNamespace:
     """Compile (once) and return the fused kernels.
 
-    ``kernels().serial`` and ``kernels().parallel`` hold the same three functions, one with
-    plain loops and one with ``prange`` over rows (Numba compiles each on its first call).
+    Serial kernels: the MLP parallelises over chunks of rows in Python threads instead (the
+    kernels release the GIL), which avoids Numba's and OpenBLAS's thread pools spinning
+    against each other.
     """
     import numba as nb
     import numpy as np
@@ -71,34 +72,33 @@ def kernels() -> SimpleNamespace:
         q = q * y2 + b0
         return half + half * (y * p / q)
 
-    def build(parallel):
-        loop = nb.prange if parallel else range
+    def build():
 
-        @nb.njit(parallel=parallel, **opts)
+        @nb.njit(**opts)
         def bias_silu(h, b, a):
             """h += b (in place); a = h·σ(h).   h, a (N, D) float32; b (D,)."""
             n, d = h.shape
-            for i in loop(n):
+            for i in range(n):
                 for j in range(d):
                     x = h[i, j] + b[j]
                     h[i, j] = x
                     a[i, j] = x * sigmoid(x)
 
-        @nb.njit(parallel=parallel, **opts)
+        @nb.njit(**opts)
         def residual_silu(h, r, b, a):
             """h += r + b (in place); a = h·σ(h)."""
             n, d = h.shape
-            for i in loop(n):
+            for i in range(n):
                 for j in range(d):
                     x = h[i, j] + r[i, j] + b[j]
                     h[i, j] = x
                     a[i, j] = x * sigmoid(x)
 
-        @nb.njit(parallel=parallel, **opts)
+        @nb.njit(**opts)
         def silu_grad(g, h, out, accumulate):
             """out (+)= g · σ(h) (1 + h (1 − σ(h))), the SiLU derivative (σ recomputed)."""
             n, d = g.shape
-            for i in loop(n):
+            for i in range(n):
                 for j in range(d):
                     x = h[i, j]
                     sg = sigmoid(x)
@@ -112,4 +112,6 @@ def kernels() -> SimpleNamespace:
             bias_silu=bias_silu, residual_silu=residual_silu, silu_grad=silu_grad
         )
 
-    return SimpleNamespace(sigmoid_scalar=sigmoid, serial=build(False), parallel=build(True))
+    k = build()
+    k.sigmoid_scalar = sigmoid
+    return k

@@ -14,13 +14,19 @@ With ``num_blocks=1`` the matrix products are those of a ``(D+E) → H → H →
 
 from __future__ import annotations
 
+import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from .._checks import as_int
+from ._blas import blas_threads, single_threaded_blas
 from ._checks import check_dtype, check_input, check_keys, check_timesteps
 from .layers import timestep_embedding_forward
+
+MIN_CHUNK = 256  # rows per thread below which splitting the batch does not pay
 
 __all__ = ["MLP"]
 
@@ -50,12 +56,13 @@ def _np_silu_grad(g: np.ndarray, h: np.ndarray, out: np.ndarray, accumulate: boo
 
 
 class _Workspace:
-    """Activation buffers for one batch size; owned by one cache between forward and backward."""
+    """Activation buffers for one chunk of rows; owned by one cache from forward to backward."""
 
     def __init__(self, n: int, d_in: int, hidden: int, blocks: int, dtype: np.dtype) -> None:
         def buf(*shape: int) -> np.ndarray:
             return np.empty(shape, dtype=dtype)
 
+        self.n = n
         self.z = buf(n, d_in)
         self.h = [buf(n, hidden) for _ in range(blocks + 1)]  # residual stream h_0..h_B
         self.a = [buf(n, hidden) for _ in range(blocks + 1)]  # SiLU(h_k)
@@ -63,15 +70,17 @@ class _Workspace:
         self.au = [buf(n, hidden) for _ in range(blocks)]  # SiLU(u_k)
         self.g = buf(n, hidden)  # gradient scratch
         self.dh = buf(n, hidden)  # gradient of the residual stream
+        self.grads: dict[str, np.ndarray] | None = None  # partial gradients (chunks 1, 2, …)
 
 
 class _MLPCache:
-    __slots__ = ("model", "n", "ws")
+    __slots__ = ("bounds", "model", "n", "wss")
 
-    def __init__(self, model: MLP, n: int, ws: _Workspace) -> None:
+    def __init__(self, model: MLP, n: int, bounds: list[int], wss: list[_Workspace]) -> None:
         self.model = model
         self.n = n
-        self.ws = ws
+        self.bounds = bounds
+        self.wss: list[_Workspace] | None = wss
 
 
 class MLP:
@@ -99,9 +108,13 @@ class MLP:
     fused : bool or None, default None
         Use the fused Numba SiLU kernels (float32 only; :mod:`npddpm.nn._fused`). ``None``
         means "when the dtype is float32".
-    parallel : bool, default False
-        Run the fused kernels with Numba threads (``prange`` over rows). Off by default:
-        on two shared cores the threads fight OpenBLAS's spinning threads.
+    threads : int or None, default None
+        Data parallelism of the step: a batch of at least ``threads × 256`` rows is split
+        into ``threads`` chunks of rows, each run through the whole forward and backward pass
+        by its own Python thread with a single-threaded BLAS (Numba kernels and BLAS release
+        the GIL), and the chunks' parameter gradients are summed. ``None`` uses every CPU this
+        process may run on; 1 runs one chunk with BLAS's own threads. Results do not depend
+        on timing, but the summation order (and so the last bits) depends on ``threads``.
 
     Attributes
     ----------
@@ -130,7 +143,7 @@ class MLP:
         seed: int = 0,
         dtype: Any = np.float32,
         fused: bool | None = None,
-        parallel: bool = False,
+        threads: int | None = None,
     ) -> None:
         self.dim = as_int(dim, "dim", minimum=1)
         self.hidden = as_int(hidden, "hidden", minimum=1)
@@ -145,7 +158,10 @@ class MLP:
         if fused and self.dtype != np.float32:
             raise ValueError("fused=True needs dtype=np.float32; float64 models use NumPy SiLU")
         self.fused = bool(fused)
-        self.parallel = bool(parallel)
+        if threads is None:
+            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        self.threads = as_int(threads, "threads", minimum=1)
+        self._executor: ThreadPoolExecutor | None = None
         self.seed = as_int(seed, "seed", minimum=0)
         self.params = self._init_params(np.random.default_rng(self.seed))
         self._pool: dict[int, list[_Workspace]] = {}
@@ -174,7 +190,6 @@ class MLP:
             from ._fused import kernels
 
             k = kernels()
-            k = k.parallel if self.parallel else k.serial
             return k.bias_silu, k.residual_silu, k.silu_grad
         return _np_bias_silu, _np_residual_silu, _np_silu_grad
 
@@ -189,6 +204,22 @@ class MLP:
         return self._table[t]
 
     # ---------------------------------------------------------------- forward / backward
+
+    def _chunks(self, n: int) -> list[int]:
+        k = min(self.threads, n // MIN_CHUNK) if blas_threads() is not None else 1
+        k = max(k, 1)
+        return [n * i // k for i in range(k + 1)]
+
+    def _run(self, fn, jobs: list[tuple]) -> list:
+        """Run ``fn(*job)`` for every job: the first on this thread, the rest on workers."""
+        if len(jobs) == 1:
+            return [fn(*jobs[0])]
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="npddpm")
+        with single_threaded_blas():
+            futures = [self._executor.submit(fn, *job) for job in jobs[1:]]
+            first = fn(*jobs[0])
+            return [first] + [f.result() for f in futures]
 
     def forward(self, x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, _MLPCache]:
         """Model output for a batch.
@@ -206,18 +237,30 @@ class MLP:
         check_input(x, "x", self.dtype, (self.dim,), "dim")
         n = x.shape[0]
         t = check_timesteps(t, n)
-        bias_silu, residual_silu, _ = self._kernels()
+        bounds = self._chunks(n)
         pool = self._pool.get(n)
-        ws = (
-            pool.pop()
-            if pool
-            else _Workspace(
-                n, self.dim + self.time_embed_dim, self.hidden, self.num_blocks, self.dtype
-            )
-        )
+        if pool:
+            wss = pool.pop()
+        else:
+            d_in = self.dim + self.time_embed_dim
+            wss = [
+                _Workspace(r1 - r0, d_in, self.hidden, self.num_blocks, self.dtype)
+                for r0, r1 in itertools.pairwise(bounds)
+            ]
+        emb = self._embedding(t)
+        out = np.empty((n, self.out_dim), dtype=self.dtype)
+        jobs = [
+            (ws, x[r0:r1], emb[r0:r1], out[r0:r1])
+            for ws, r0, r1 in zip(wss, bounds[:-1], bounds[1:], strict=True)
+        ]
+        self._run(self._forward_chunk, jobs)
+        return out, _MLPCache(self, n, bounds, wss)
+
+    def _forward_chunk(self, ws: _Workspace, x, emb, out) -> None:
+        bias_silu, residual_silu, _ = self._kernels()
         p = self.params
         ws.z[:, : self.dim] = x
-        ws.z[:, self.dim :] = self._embedding(t)
+        ws.z[:, self.dim :] = emb
         np.matmul(ws.z, p["in.w"], out=ws.h[0])
         bias_silu(ws.h[0], p["in.b"], ws.a[0])
         for k in range(self.num_blocks):
@@ -225,9 +268,8 @@ class MLP:
             bias_silu(ws.u[k], p[f"block{k}.b1"], ws.au[k])
             np.matmul(ws.au[k], p[f"block{k}.w2"], out=ws.h[k + 1])
             residual_silu(ws.h[k + 1], ws.h[k], p[f"block{k}.b2"], ws.a[k + 1])
-        out = ws.a[self.num_blocks] @ p["out.w"]
+        np.matmul(ws.a[self.num_blocks], p["out.w"], out=out)
         out += p["out.b"]
-        return out, _MLPCache(self, n, ws)
 
     def backward(self, dout: np.ndarray, cache: _MLPCache) -> dict[str, np.ndarray]:
         """Gradients of ``<out, dout>`` with respect to every parameter.
@@ -250,15 +292,34 @@ class MLP:
         """Like :meth:`backward`, and also ``dx`` (shape (N, dim)) when ``input_grad``."""
         if not isinstance(cache, _MLPCache) or cache.model is not self:
             raise TypeError("cache must be the cache returned by this model's forward()")
-        if cache.ws is None:
+        if cache.wss is None:
             raise ValueError("this cache was already used by backward(); run forward() again")
         check_input(dout, "dout", self.dtype, (self.out_dim,), "D_out")
         if dout.shape[0] != cache.n:
             raise ValueError(f"dout has {dout.shape[0]} rows but the forward pass had {cache.n}")
-        ws, cache.ws = cache.ws, None
+        wss, cache.wss = cache.wss, None
+        grads = {k: np.empty_like(v) for k, v in self.params.items()}
+        b = cache.bounds
+        dx = np.empty((cache.n, self.dim), dtype=self.dtype) if input_grad else None
+        jobs = []
+        for i, ws in enumerate(wss):
+            if i == 0:
+                g = grads
+            else:
+                if ws.grads is None:
+                    ws.grads = {k: np.empty_like(v) for k, v in self.params.items()}
+                g = ws.grads
+            jobs.append((ws, dout[b[i] : b[i + 1]], g, None if dx is None else dx[b[i] : b[i + 1]]))
+        self._run(self._backward_chunk, jobs)
+        for ws in wss[1:]:
+            for k, v in grads.items():
+                v += ws.grads[k]
+        self._pool.setdefault(cache.n, []).append(wss)
+        return dx, grads
+
+    def _backward_chunk(self, ws: _Workspace, dout, grads, dx) -> None:
         _, _, silu_grad = self._kernels()
         p = self.params
-        grads = {k: np.empty_like(v) for k, v in p.items()}
         nb = self.num_blocks
         np.matmul(ws.a[nb].T, dout, out=grads["out.w"])
         np.sum(dout, axis=0, out=grads["out.b"])
@@ -276,16 +337,15 @@ class MLP:
             silu_grad(ws.u[k], ws.h[k], ws.dh, True)
         np.matmul(ws.z.T, ws.dh, out=grads["in.w"])
         np.sum(ws.dh, axis=0, out=grads["in.b"])
-        dx = ws.dh @ p["in.w"][: self.dim].T if input_grad else None
-        self._pool.setdefault(cache.n, []).append(ws)
-        return dx, grads
+        if dx is not None:
+            np.matmul(ws.dh, p["in.w"][: self.dim].T, out=dx)
 
     def __call__(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Denoiser interface: the model output for ``x`` cast to the model's dtype."""
         x = np.asarray(x)
         out, cache = self.forward(x.astype(self.dtype, copy=False), t)
-        self._pool.setdefault(cache.n, []).append(cache.ws)
-        cache.ws = None
+        self._pool.setdefault(cache.n, []).append(cache.wss)
+        cache.wss = None
         return out
 
     def check_grads(self, grads: dict[str, np.ndarray]) -> None:

@@ -188,7 +188,7 @@ def test_fused_sigmoid_accuracy():
     # what the docstring of npddpm.nn._fused promises.
     from npddpm.nn._fused import kernels
 
-    k = kernels().serial
+    k = kernels()
     h = np.linspace(-30, 30, 2_000_000, dtype=np.float32).reshape(1000, -1)
     a = np.empty_like(h)
     k.bias_silu(h, np.zeros(h.shape[1], np.float32), a)
@@ -248,3 +248,14 @@ def test_unet_side_errors():
     for side in (4, 8, 32):  # every supported side works for a 2-level U-Net
         out = UNet(1, base_channels=8).forward(np.zeros((1, 1, side, side), np.float32), t[:1])[0]
         assert out.shape == (1, 1, side, side)
+
+
+def test_mlp_data_parallel_chunks_vjp():
+    # threads=3 with 3·256 + 5 rows: three chunks run in worker threads and their parameter
+    # gradients are summed; the VJP check covers the split and the sum.
+    rng = np.random.default_rng(7)
+    m = MLP(2, hidden=4, num_blocks=1, time_embed_dim=4, dtype=np.float64, threads=3)
+    n = 3 * 256 + 5
+    assert len(m._chunks(n)) - 1 == 3
+    x = rng.standard_normal((n, 2))
+    check_model_vjp(m, x, rng.integers(0, 1000, n), rng)
