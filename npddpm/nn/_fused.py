@@ -1,0 +1,117 @@
+r"""Fused float32 SiLU kernels for the MLP's training step (Numba, compiled on first use).
+
+NumPy's float32 ``exp`` runs at ~2.6 ns per element on one core here, so a NumPy SiLU on a
+4096 × 256 batch costs ~3.5 ms, as much as a 256 × 256 matrix product. These kernels compute
+the logistic function from a rational approximation of tanh,
+
+.. math:: \sigma(x) = \tfrac12 + \tfrac12 \tanh(x/2), \qquad
+          \tanh(y) \approx y\,P(y^2) / Q(y^2), \quad |y| \le 7.905\ (\text{clamped})
+
+with the degree-13/6 minimax coefficients used by Eigen, XLA and ONNX Runtime's MLAS (about
+2 ulp from tanh in float32). Only arithmetic remains, so LLVM vectorises the inner loop (no
+SVML is needed). The absolute error of σ is
+below 3e-7 (checked against float64 in the tests); float64 models never use these kernels.
+
+Nothing is compiled at import: :func:`kernels` builds the jitted functions on first call.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import SimpleNamespace
+
+__all__ = ["kernels"]
+
+
+@functools.cache
+def kernels() -> SimpleNamespace:
+    """Compile (once) and return the fused kernels.
+
+    Serial kernels: the MLP parallelises over chunks of rows in Python threads instead (the
+    kernels release the GIL), which avoids Numba's and OpenBLAS's thread pools spinning
+    against each other.
+    """
+    import numba as nb
+    import numpy as np
+
+    f32 = np.float32
+    a1, a3, a5, a7 = (
+        f32(4.89352455891786e-03),
+        f32(6.37261928875436e-04),
+        f32(1.48572235717979e-05),
+        f32(5.12229709037114e-08),
+    )
+    a9, a11, a13 = f32(-8.60467152213735e-11), f32(2.00018790482477e-13), f32(-2.76076847742355e-16)
+    b0, b2, b4, b6 = (
+        f32(4.89352518554385e-03),
+        f32(2.26843463243900e-03),
+        f32(1.18534705686654e-04),
+        f32(1.19825839466702e-06),
+    )
+    clamp = f32(7.90531110763549805)
+    half = f32(0.5)
+    one = f32(1.0)
+
+    opts = {"nogil": True, "fastmath": False, "error_model": "numpy"}
+
+    @nb.njit(inline="always", **opts)
+    def sigmoid(x):
+        y = x * half
+        y = min(max(y, -clamp), clamp)
+        y2 = y * y
+        p = a13
+        p = p * y2 + a11
+        p = p * y2 + a9
+        p = p * y2 + a7
+        p = p * y2 + a5
+        p = p * y2 + a3
+        p = p * y2 + a1
+        q = b6
+        q = q * y2 + b4
+        q = q * y2 + b2
+        q = q * y2 + b0
+        return half + half * (y * p / q)
+
+    def build():
+
+        @nb.njit(**opts)
+        def bias_silu(h, b, a):
+            """h += b (in place); a = h·σ(h).   h, a (N, D) float32; b (D,)."""
+            n, d = h.shape
+            for i in range(n):
+                for j in range(d):
+                    x = h[i, j] + b[j]
+                    h[i, j] = x
+                    a[i, j] = x * sigmoid(x)
+
+        @nb.njit(**opts)
+        def residual_silu(h, r, b, a):
+            """h += r + b (in place); a = h·σ(h)."""
+            n, d = h.shape
+            for i in range(n):
+                for j in range(d):
+                    x = h[i, j] + r[i, j] + b[j]
+                    h[i, j] = x
+                    a[i, j] = x * sigmoid(x)
+
+        @nb.njit(**opts)
+        def silu_grad(g, h, out, accumulate):
+            """out (+)= g · σ(h) (1 + h (1 − σ(h))), the SiLU derivative (σ recomputed)."""
+            n, d = g.shape
+            for i in range(n):
+                for j in range(d):
+                    x = h[i, j]
+                    sg = sigmoid(x)
+                    v = g[i, j] * (sg + x * sg * (one - sg))
+                    if accumulate:
+                        out[i, j] += v
+                    else:
+                        out[i, j] = v
+
+        return SimpleNamespace(
+            bias_silu=bias_silu, residual_silu=residual_silu, silu_grad=silu_grad
+        )
+
+    k = build()
+    k.sigmoid_scalar = sigmoid
+    return k

@@ -1,0 +1,356 @@
+r"""A residual MLP denoiser for vector data, with a hand-written, buffer-reusing training step.
+
+Architecture (``H`` = ``hidden``, ``E`` = ``time_embed_dim``, ``B`` = ``num_blocks``):
+
+.. math::
+    z &= [x,\ e(t)] \in \mathbb R^{D + E}, \qquad h_0 = z W_{in} + b_{in} \\
+    h_k &= h_{k-1} + \operatorname{SiLU}\bigl(\operatorname{SiLU}(h_{k-1}) W_{1,k} + b_{1,k}\bigr)
+           W_{2,k} + b_{2,k}, \qquad k = 1..B \\
+    y &= \operatorname{SiLU}(h_B)\, W_{out} + b_{out}
+
+where ``e(t)`` is the sinusoidal embedding of :func:`npddpm.nn.layers.timestep_embedding_forward`.
+With ``num_blocks=1`` the matrix products are those of a ``(D+E) → H → H → H → D_out`` MLP.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from .._checks import as_int
+from ._blas import blas_threads, single_threaded_blas
+from ._checks import check_dtype, check_input, check_keys, check_timesteps
+from .layers import timestep_embedding_forward
+
+MIN_CHUNK = 256  # rows per thread below which splitting the batch does not pay
+
+__all__ = ["MLP"]
+
+
+def _np_bias_silu(h: np.ndarray, b: np.ndarray, a: np.ndarray) -> None:
+    from scipy.special import expit
+
+    h += b
+    expit(h, out=a)
+    a *= h
+
+
+def _np_residual_silu(h: np.ndarray, r: np.ndarray, b: np.ndarray, a: np.ndarray) -> None:
+    h += r
+    _np_bias_silu(h, b, a)
+
+
+def _np_silu_grad(g: np.ndarray, h: np.ndarray, out: np.ndarray, accumulate: bool) -> None:
+    from scipy.special import expit
+
+    s = expit(h)
+    v = g * (s + h * s * (1 - s))
+    if accumulate:
+        out += v
+    else:
+        out[...] = v
+
+
+class _Workspace:
+    """Activation buffers for one chunk of rows; owned by one cache from forward to backward."""
+
+    def __init__(self, n: int, d_in: int, hidden: int, blocks: int, dtype: np.dtype) -> None:
+        def buf(*shape: int) -> np.ndarray:
+            return np.empty(shape, dtype=dtype)
+
+        self.n = n
+        self.z = buf(n, d_in)
+        self.h = [buf(n, hidden) for _ in range(blocks + 1)]  # residual stream h_0..h_B
+        self.a = [buf(n, hidden) for _ in range(blocks + 1)]  # SiLU(h_k)
+        self.u = [buf(n, hidden) for _ in range(blocks)]  # inner pre-activations
+        self.au = [buf(n, hidden) for _ in range(blocks)]  # SiLU(u_k)
+        self.g = buf(n, hidden)  # gradient scratch
+        self.dh = buf(n, hidden)  # gradient of the residual stream
+        self.grads: dict[str, np.ndarray] | None = None  # partial gradients (chunks 1, 2, …)
+
+
+class _MLPCache:
+    __slots__ = ("bounds", "model", "n", "wss")
+
+    def __init__(self, model: MLP, n: int, bounds: list[int], wss: list[_Workspace]) -> None:
+        self.model = model
+        self.n = n
+        self.bounds = bounds
+        self.wss: list[_Workspace] | None = wss
+
+
+class MLP:
+    r"""Residual MLP denoiser ``(x, t) → model output`` for vectors of dimension ``dim``.
+
+    Parameters
+    ----------
+    dim : int
+        Data dimension ``D``.
+    hidden : int, default 256
+        Width ``H`` of the residual stream.
+    num_blocks : int, default 2
+        Residual blocks (two ``H × H`` products each).
+    time_embed_dim : int, default 32
+        Width of the sinusoidal timestep embedding concatenated to ``x``.
+    max_period : float, default 10000
+        Longest period of the embedding.
+    learn_sigma : bool, default False
+        Output ``2D`` channels (ε and the variance interpolation ``v``) instead of ``D``.
+    seed : int, default 0
+        Initialisation seed (PyTorch's default uniform ``±1/√fan_in`` for every weight and
+        bias, drawn in float64 and then cast, so float32 and float64 models agree).
+    dtype : np.float32 or np.float64, default np.float32
+        float32 for training, float64 for gradient checks.
+    fused : bool or None, default None
+        Use the fused Numba SiLU kernels (float32 only; :mod:`npddpm.nn._fused`). ``None``
+        means "when the dtype is float32".
+    threads : int or None, default None
+        Data parallelism of the step: a batch of at least ``threads × 256`` rows is split
+        into ``threads`` chunks of rows, each run through the whole forward and backward pass
+        by its own Python thread with a single-threaded BLAS (Numba kernels and BLAS release
+        the GIL), and the chunks' parameter gradients are summed. ``None`` uses every CPU this
+        process may run on; 1 runs one chunk with BLAS's own threads. Results do not depend
+        on timing, but the summation order (and so the last bits) depends on ``threads``.
+
+    Attributes
+    ----------
+    params : dict of str → ndarray
+        ``in.w`` (D+E, H), ``in.b`` (H,), ``block{k}.w1``, ``block{k}.w2`` (H, H),
+        ``block{k}.b1``, ``block{k}.b2`` (H,), ``out.w`` (H, D_out), ``out.b`` (D_out,).
+        Weights are stored ``(fan_in, fan_out)``: ``y = x W + b``.
+
+    Notes
+    -----
+    ``forward`` writes activations into preallocated buffers that the returned cache owns
+    until ``backward`` consumes it (a cache can be back-propagated once); ``forward`` without
+    ``backward`` simply allocates fresh buffers the next time. The returned ``out`` and
+    ``grads`` are fresh arrays.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        hidden: int = 256,
+        num_blocks: int = 2,
+        time_embed_dim: int = 32,
+        max_period: float = 10000.0,
+        learn_sigma: bool = False,
+        seed: int = 0,
+        dtype: Any = np.float32,
+        fused: bool | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.dim = as_int(dim, "dim", minimum=1)
+        self.hidden = as_int(hidden, "hidden", minimum=1)
+        self.num_blocks = as_int(num_blocks, "num_blocks", minimum=0)
+        self.time_embed_dim = as_int(time_embed_dim, "time_embed_dim", minimum=2)
+        self.max_period = float(max_period)
+        self.learn_sigma = bool(learn_sigma)
+        self.out_dim = self.dim * (2 if self.learn_sigma else 1)
+        self.dtype = check_dtype(dtype)
+        if fused is None:
+            fused = self.dtype == np.float32
+        if fused and self.dtype != np.float32:
+            raise ValueError("fused=True needs dtype=np.float32; float64 models use NumPy SiLU")
+        self.fused = bool(fused)
+        if threads is None:
+            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        self.threads = as_int(threads, "threads", minimum=1)
+        self._executor: ThreadPoolExecutor | None = None
+        self.seed = as_int(seed, "seed", minimum=0)
+        self.params = self._init_params(np.random.default_rng(self.seed))
+        self._pool: dict[int, list[_Workspace]] = {}
+        self._table = np.zeros((0, self.time_embed_dim), dtype=self.dtype)
+
+    # ---------------------------------------------------------------- parameters
+
+    def _init_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        def uniform(shape: tuple[int, ...], fan_in: int) -> np.ndarray:
+            bound = 1.0 / np.sqrt(fan_in)
+            return rng.uniform(-bound, bound, size=shape).astype(self.dtype)
+
+        d_in, h = self.dim + self.time_embed_dim, self.hidden
+        p = {"in.w": uniform((d_in, h), d_in), "in.b": uniform((h,), d_in)}
+        for k in range(self.num_blocks):
+            p[f"block{k}.w1"] = uniform((h, h), h)
+            p[f"block{k}.b1"] = uniform((h,), h)
+            p[f"block{k}.w2"] = uniform((h, h), h)
+            p[f"block{k}.b2"] = uniform((h,), h)
+        p["out.w"] = uniform((h, self.out_dim), h)
+        p["out.b"] = uniform((self.out_dim,), h)
+        return p
+
+    def _kernels(self):
+        if self.fused:
+            from ._fused import kernels
+
+            k = kernels()
+            return k.bias_silu, k.residual_silu, k.silu_grad
+        return _np_bias_silu, _np_residual_silu, _np_silu_grad
+
+    def _embedding(self, t: np.ndarray) -> np.ndarray:
+        # Integer timesteps: embed 0..max(t) once and gather rows (exactly the same values).
+        top = int(t.max())
+        if top >= self._table.shape[0]:
+            size = max(top + 1, 2 * self._table.shape[0], 64)
+            self._table, _ = timestep_embedding_forward(
+                np.arange(size), self.time_embed_dim, max_period=self.max_period, dtype=self.dtype
+            )
+        return self._table[t]
+
+    # ---------------------------------------------------------------- forward / backward
+
+    def _chunks(self, n: int) -> list[int]:
+        k = min(self.threads, n // MIN_CHUNK) if blas_threads() is not None else 1
+        k = max(k, 1)
+        return [n * i // k for i in range(k + 1)]
+
+    def _run(self, fn, jobs: list[tuple]) -> list:
+        """Run ``fn(*job)`` for every job: the first on this thread, the rest on workers."""
+        if len(jobs) == 1:
+            return [fn(*jobs[0])]
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="npddpm")
+        with single_threaded_blas():
+            futures = [self._executor.submit(fn, *job) for job in jobs[1:]]
+            first = fn(*jobs[0])
+            return [first] + [f.result() for f in futures]
+
+    def forward(self, x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, _MLPCache]:
+        """Model output for a batch.
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, dim), the model's dtype
+        t : int ndarray, shape (N,)
+
+        Returns
+        -------
+        out : ndarray, shape (N, D_out)
+        cache : object for :meth:`backward`
+        """
+        check_input(x, "x", self.dtype, (self.dim,), "dim")
+        n = x.shape[0]
+        t = check_timesteps(t, n)
+        bounds = self._chunks(n)
+        pool = self._pool.get(n)
+        if pool:
+            wss = pool.pop()
+        else:
+            d_in = self.dim + self.time_embed_dim
+            wss = [
+                _Workspace(r1 - r0, d_in, self.hidden, self.num_blocks, self.dtype)
+                for r0, r1 in itertools.pairwise(bounds)
+            ]
+        emb = self._embedding(t)
+        out = np.empty((n, self.out_dim), dtype=self.dtype)
+        jobs = [
+            (ws, x[r0:r1], emb[r0:r1], out[r0:r1])
+            for ws, r0, r1 in zip(wss, bounds[:-1], bounds[1:], strict=True)
+        ]
+        self._run(self._forward_chunk, jobs)
+        return out, _MLPCache(self, n, bounds, wss)
+
+    def _forward_chunk(self, ws: _Workspace, x, emb, out) -> None:
+        bias_silu, residual_silu, _ = self._kernels()
+        p = self.params
+        ws.z[:, : self.dim] = x
+        ws.z[:, self.dim :] = emb
+        np.matmul(ws.z, p["in.w"], out=ws.h[0])
+        bias_silu(ws.h[0], p["in.b"], ws.a[0])
+        for k in range(self.num_blocks):
+            np.matmul(ws.a[k], p[f"block{k}.w1"], out=ws.u[k])
+            bias_silu(ws.u[k], p[f"block{k}.b1"], ws.au[k])
+            np.matmul(ws.au[k], p[f"block{k}.w2"], out=ws.h[k + 1])
+            residual_silu(ws.h[k + 1], ws.h[k], p[f"block{k}.b2"], ws.a[k + 1])
+        np.matmul(ws.a[self.num_blocks], p["out.w"], out=out)
+        out += p["out.b"]
+
+    def backward(self, dout: np.ndarray, cache: _MLPCache) -> dict[str, np.ndarray]:
+        """Gradients of ``<out, dout>`` with respect to every parameter.
+
+        Parameters
+        ----------
+        dout : ndarray, shape (N, D_out)
+            Gradient of the loss with respect to ``out``.
+        cache : the cache returned by :meth:`forward` (consumed: use it once).
+
+        Returns
+        -------
+        grads : dict with exactly the keys of :attr:`params`
+        """
+        return self.vjp(dout, cache, input_grad=False)[1]
+
+    def vjp(
+        self, dout: np.ndarray, cache: _MLPCache, *, input_grad: bool = True
+    ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+        """Like :meth:`backward`, and also ``dx`` (shape (N, dim)) when ``input_grad``."""
+        if not isinstance(cache, _MLPCache) or cache.model is not self:
+            raise TypeError("cache must be the cache returned by this model's forward()")
+        if cache.wss is None:
+            raise ValueError("this cache was already used by backward(); run forward() again")
+        check_input(dout, "dout", self.dtype, (self.out_dim,), "D_out")
+        if dout.shape[0] != cache.n:
+            raise ValueError(f"dout has {dout.shape[0]} rows but the forward pass had {cache.n}")
+        wss, cache.wss = cache.wss, None
+        grads = {k: np.empty_like(v) for k, v in self.params.items()}
+        b = cache.bounds
+        dx = np.empty((cache.n, self.dim), dtype=self.dtype) if input_grad else None
+        jobs = []
+        for i, ws in enumerate(wss):
+            if i == 0:
+                g = grads
+            else:
+                if ws.grads is None:
+                    ws.grads = {k: np.empty_like(v) for k, v in self.params.items()}
+                g = ws.grads
+            jobs.append((ws, dout[b[i] : b[i + 1]], g, None if dx is None else dx[b[i] : b[i + 1]]))
+        self._run(self._backward_chunk, jobs)
+        for ws in wss[1:]:
+            for k, v in grads.items():
+                v += ws.grads[k]
+        self._pool.setdefault(cache.n, []).append(wss)
+        return dx, grads
+
+    def _backward_chunk(self, ws: _Workspace, dout, grads, dx) -> None:
+        _, _, silu_grad = self._kernels()
+        p = self.params
+        nb = self.num_blocks
+        np.matmul(ws.a[nb].T, dout, out=grads["out.w"])
+        np.sum(dout, axis=0, out=grads["out.b"])
+        np.matmul(dout, p["out.w"].T, out=ws.g)
+        silu_grad(ws.g, ws.h[nb], ws.dh, False)
+        for k in reversed(range(nb)):
+            np.matmul(ws.au[k].T, ws.dh, out=grads[f"block{k}.w2"])
+            np.sum(ws.dh, axis=0, out=grads[f"block{k}.b2"])
+            np.matmul(ws.dh, p[f"block{k}.w2"].T, out=ws.g)
+            silu_grad(ws.g, ws.u[k], ws.g, False)
+            np.matmul(ws.a[k].T, ws.g, out=grads[f"block{k}.w1"])
+            np.sum(ws.g, axis=0, out=grads[f"block{k}.b1"])
+            # ws.u[k] is free now: reuse it for the product before the SiLU derivative.
+            np.matmul(ws.g, p[f"block{k}.w1"].T, out=ws.u[k])
+            silu_grad(ws.u[k], ws.h[k], ws.dh, True)
+        np.matmul(ws.z.T, ws.dh, out=grads["in.w"])
+        np.sum(ws.dh, axis=0, out=grads["in.b"])
+        if dx is not None:
+            np.matmul(ws.dh, p["in.w"][: self.dim].T, out=dx)
+
+    def __call__(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Denoiser interface: the model output for ``x`` cast to the model's dtype."""
+        x = np.asarray(x)
+        out, cache = self.forward(x.astype(self.dtype, copy=False), t)
+        self._pool.setdefault(cache.n, []).append(cache.wss)
+        cache.wss = None
+        return out
+
+    def check_grads(self, grads: dict[str, np.ndarray]) -> None:
+        """Raise a ``ValueError`` unless ``grads`` has exactly the keys and shapes of params."""
+        check_keys(grads, self.params, "grads")
+        for k, v in self.params.items():
+            if np.shape(grads[k]) != v.shape:
+                raise ValueError(f"grads[{k!r}] has shape {np.shape(grads[k])}, expected {v.shape}")

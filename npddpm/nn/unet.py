@@ -1,0 +1,333 @@
+r"""A small convolutional U-Net denoiser (Ho et al. 2020; Nichol & Dhariwal 2021) for square
+images of side 4 to 32, built from the layer pairs of :mod:`npddpm.nn.layers`,
+:mod:`npddpm.nn.conv` and :mod:`npddpm.nn.blocks`.
+
+Architecture (``C₀`` = ``base_channels``, ``m`` = ``channel_mult``, ``L = len(m)`` levels,
+``R`` = ``num_res_blocks``)::
+
+    temb = Linear(SiLU(Linear(e(t))))                       e(t): sinusoidal, width C₀
+    h = Conv3×3(x)                                           C → C₀
+    for level i = 0..L−1:   R × ResBlock(h, temb) → C₀·mᵢ;  skipᵢ = h;  AvgPool2 if i < L−1
+    middle:                 ResBlock, [self-attention], ResBlock      (lowest resolution)
+    for level i = L−1..0:   Upsample2 if i < L−1;  h = concat(h, skipᵢ);  R × ResBlock → C₀·mᵢ
+    out = Conv3×3(SiLU(GroupNorm(h)))                        C₀·m₀ → C (2C with learn_sigma)
+
+The side must be divisible by ``2^(L−1)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._checks import as_int
+from ._checks import check_dtype, check_input, check_timesteps
+from .blocks import (
+    attention_block_backward,
+    attention_block_forward,
+    attention_block_params,
+    res_block_backward,
+    res_block_forward,
+    res_block_params,
+)
+from .conv import conv2d_backward, conv2d_forward
+from .layers import (
+    avg_pool_backward,
+    avg_pool_forward,
+    group_norm_backward,
+    group_norm_forward,
+    linear_backward,
+    linear_forward,
+    silu_backward,
+    silu_forward,
+    timestep_embedding_forward,
+    upsample_backward,
+    upsample_forward,
+)
+
+__all__ = ["UNet"]
+
+MIN_SIDE, MAX_SIDE = 4, 32
+
+
+class _UNetCache:
+    __slots__ = ("model", "n", "ops", "temb_caches")
+
+    def __init__(self, model: UNet, n: int, ops: list, temb_caches: tuple) -> None:
+        self.model, self.n, self.ops, self.temb_caches = model, n, ops, temb_caches
+
+
+class UNet:
+    r"""Convolutional U-Net denoiser ``(x, t) → model output`` for ``(N, C, S, S)`` images.
+
+    Parameters
+    ----------
+    channels : int
+        Image channels ``C``.
+    base_channels : int, default 32
+        Width ``C₀`` of the first level.
+    channel_mult : tuple of int, default (1, 2)
+        Width multiplier per resolution level; ``L`` levels halve the side ``L − 1`` times.
+    num_res_blocks : int, default 1
+        Residual blocks per level on each path.
+    attention : bool, default True
+        Self-attention in the middle, at the lowest resolution.
+    heads : int, default 1
+        Attention heads (must divide the middle width).
+    groups : int, default 8
+        Group-norm groups (must divide every width).
+    time_embed_dim : int or None, default None
+        Width of the timestep MLP; ``4·C₀`` when None.
+    max_period : float, default 10000
+    learn_sigma : bool, default False
+        Output ``2C`` channels (ε and the variance interpolation ``v``).
+    seed : int, default 0
+        Initialisation seed (PyTorch's default ``±1/√fan_in`` uniform for convolutions and
+        linear layers, drawn in float64 then cast; group norms start at γ = 1, β = 0).
+    dtype : np.float32 or np.float64, default np.float32
+
+    Attributes
+    ----------
+    params : dict of str → ndarray
+        Keys ``temb.0.w``, ``conv_in.w``, ``down{i}.{j}.conv1.w``, ``mid.attn.qkv.w``,
+        ``up{i}.{j}.skip.w``, ``out.conv.w``, …; convolution weights are
+        ``(C_out, C_in, k, k)``, linear weights ``(fan_in, fan_out)``.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        base_channels: int = 32,
+        channel_mult: tuple[int, ...] = (1, 2),
+        num_res_blocks: int = 1,
+        attention: bool = True,
+        heads: int = 1,
+        groups: int = 8,
+        time_embed_dim: int | None = None,
+        max_period: float = 10000.0,
+        learn_sigma: bool = False,
+        seed: int = 0,
+        dtype: Any = np.float32,
+    ) -> None:
+        self.channels = as_int(channels, "channels", minimum=1)
+        self.base_channels = as_int(base_channels, "base_channels", minimum=1)
+        mult = tuple(channel_mult)
+        if not mult:
+            raise ValueError("channel_mult must hold at least one multiplier, e.g. (1, 2)")
+        self.channel_mult = tuple(as_int(m, "channel_mult[i]", minimum=1) for m in mult)
+        self.num_res_blocks = as_int(num_res_blocks, "num_res_blocks", minimum=1)
+        self.attention = bool(attention)
+        self.heads = as_int(heads, "heads", minimum=1)
+        self.groups = as_int(groups, "groups", minimum=1)
+        widths = [self.base_channels * m for m in self.channel_mult]
+        bad = [w for w in [self.base_channels, *widths] if w % self.groups]
+        if bad:
+            raise ValueError(
+                f"groups={self.groups} must divide every width, but not {bad}; choose "
+                "base_channels as a multiple of groups or lower groups"
+            )
+        if self.attention and widths[-1] % self.heads:
+            raise ValueError(f"heads={self.heads} must divide the middle width {widths[-1]}")
+        temb = 4 * self.base_channels if time_embed_dim is None else time_embed_dim
+        self.time_embed_dim = as_int(temb, "time_embed_dim", minimum=1)
+        self.max_period = float(max_period)
+        self.learn_sigma = bool(learn_sigma)
+        self.out_channels = self.channels * (2 if self.learn_sigma else 1)
+        self.dtype = check_dtype(dtype)
+        self.seed = as_int(seed, "seed", minimum=0)
+        self.params = self._init_params(np.random.default_rng(self.seed))
+
+    @property
+    def downsample_factor(self) -> int:
+        """``2^(L−1)``: the image side must be a multiple of it."""
+        return 2 ** (len(self.channel_mult) - 1)
+
+    # ---------------------------------------------------------------- parameters
+
+    def _init_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        dt, c0, e = self.dtype, self.base_channels, self.time_embed_dim
+
+        def uniform(shape: tuple[int, ...], fan_in: int) -> np.ndarray:
+            bound = 1.0 / np.sqrt(fan_in)
+            return rng.uniform(-bound, bound, size=shape).astype(dt)
+
+        p: dict[str, np.ndarray] = {
+            "temb.0.w": uniform((c0, e), c0),
+            "temb.0.b": uniform((e,), c0),
+            "temb.1.w": uniform((e, e), e),
+            "temb.1.b": uniform((e,), e),
+            "conv_in.w": uniform((c0, self.channels, 3, 3), 9 * self.channels),
+            "conv_in.b": uniform((c0,), 9 * self.channels),
+        }
+
+        def add(prefix: str, block: dict[str, np.ndarray]) -> None:
+            p.update({f"{prefix}.{k}": v for k, v in block.items()})
+
+        ch = c0
+        widths = [c0 * m for m in self.channel_mult]
+        for i, w in enumerate(widths):
+            for j in range(self.num_res_blocks):
+                add(f"down{i}.{j}", res_block_params(rng, ch, w, e, dt))
+                ch = w
+        add("mid.0", res_block_params(rng, ch, ch, e, dt))
+        if self.attention:
+            add("mid.attn", attention_block_params(rng, ch, dt))
+        add("mid.1", res_block_params(rng, ch, ch, e, dt))
+        for i in reversed(range(len(widths))):
+            w = widths[i]
+            for j in range(self.num_res_blocks):
+                add(f"up{i}.{j}", res_block_params(rng, ch + w if j == 0 else w, w, e, dt))
+                ch = w
+        p["out.gn.g"] = np.ones(ch, dtype=dt)
+        p["out.gn.b"] = np.zeros(ch, dtype=dt)
+        p["out.conv.w"] = uniform((self.out_channels, ch, 3, 3), 9 * ch)
+        p["out.conv.b"] = uniform((self.out_channels,), 9 * ch)
+        return p
+
+    def _sub(self, prefix: str) -> dict[str, np.ndarray]:
+        n = len(prefix) + 1
+        return {k[n:]: v for k, v in self.params.items() if k.startswith(prefix + ".")}
+
+    # ---------------------------------------------------------------- forward / backward
+
+    def _check_x(self, x: np.ndarray) -> None:
+        if isinstance(x, np.ndarray) and x.ndim == 4:
+            side = x.shape[2]
+            if x.shape[3] != side:
+                raise ValueError(f"x must hold square images (N, C, S, S), got {x.shape}")
+            f = self.downsample_factor
+            if not MIN_SIDE <= side <= MAX_SIDE or side % f:
+                raise ValueError(
+                    f"image side {side} is not supported: it must lie in [{MIN_SIDE}, "
+                    f"{MAX_SIDE}] and be a multiple of {f} (this U-Net halves it "
+                    f"{len(self.channel_mult) - 1} times); use fewer channel_mult levels "
+                    "or pad the images"
+                )
+        side = x.shape[2] if isinstance(x, np.ndarray) and x.ndim == 4 else 0
+        check_input(x, "x", self.dtype, (self.channels, side, side), "channels, S, S")
+
+    def forward(self, x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, _UNetCache]:
+        """Model output for a batch.
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, channels, S, S), the model's dtype; ``S`` in [4, 32] and a
+            multiple of :attr:`downsample_factor`
+        t : int ndarray, shape (N,)
+
+        Returns
+        -------
+        out : ndarray, shape (N, out_channels, S, S)
+        cache : object for :meth:`backward`
+        """
+        self._check_x(x)
+        n = x.shape[0]
+        t = check_timesteps(t, n)
+        p, g = self.params, self.groups
+        e0, _ = timestep_embedding_forward(
+            t, self.base_channels, max_period=self.max_period, dtype=self.dtype
+        )
+        e1, c1 = linear_forward(e0, p["temb.0.w"], p["temb.0.b"])
+        e2, c2 = silu_forward(e1)
+        temb, c3 = linear_forward(e2, p["temb.1.w"], p["temb.1.b"])
+
+        ops: list[tuple] = []
+        h, c = conv2d_forward(x, p["conv_in.w"], p["conv_in.b"], 1, 1)
+        ops.append(("conv", "conv_in", c))
+
+        def res(prefix: str, h: np.ndarray) -> np.ndarray:
+            h, c = res_block_forward(h, temb, self._sub(prefix), g)
+            ops.append(("res", prefix, c))
+            return h
+
+        levels = len(self.channel_mult)
+        skips = []
+        for i in range(levels):
+            for j in range(self.num_res_blocks):
+                h = res(f"down{i}.{j}", h)
+            skips.append(h)
+            ops.append(("skip", i, None))
+            if i < levels - 1:
+                h, c = avg_pool_forward(h)
+                ops.append(("pool", None, c))
+        h = res("mid.0", h)
+        if self.attention:
+            h, c = attention_block_forward(h, self._sub("mid.attn"), g, self.heads)
+            ops.append(("attn", "mid.attn", c))
+        h = res("mid.1", h)
+        for i in reversed(range(levels)):
+            if i < levels - 1:
+                h, c = upsample_forward(h)
+                ops.append(("up", None, c))
+            ops.append(("concat", i, h.shape[1]))
+            h = np.concatenate([h, skips[i]], axis=1)
+            for j in range(self.num_res_blocks):
+                h = res(f"up{i}.{j}", h)
+        h, c = group_norm_forward(h, p["out.gn.g"], p["out.gn.b"], g)
+        ops.append(("gn", "out.gn", c))
+        h, c = silu_forward(h)
+        ops.append(("silu", None, c))
+        out, c = conv2d_forward(h, p["out.conv.w"], p["out.conv.b"], 1, 1)
+        ops.append(("conv", "out.conv", c))
+        return out, _UNetCache(self, n, ops, (c1, c2, c3))
+
+    def backward(self, dout: np.ndarray, cache: _UNetCache) -> dict[str, np.ndarray]:
+        """Gradients of ``<out, dout>`` with respect to every parameter.
+
+        Returns a dict with exactly the keys of :attr:`params`.
+        """
+        return self.vjp(dout, cache, input_grad=False)[1]
+
+    def vjp(
+        self, dout: np.ndarray, cache: _UNetCache, *, input_grad: bool = True
+    ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+        """Like :meth:`backward`, and also ``dx`` (the shape of ``x``) when ``input_grad``."""
+        if not isinstance(cache, _UNetCache) or cache.model is not self:
+            raise TypeError("cache must be the cache returned by this model's forward()")
+        side = dout.shape[2] if isinstance(dout, np.ndarray) and dout.ndim == 4 else 0
+        check_input(dout, "dout", self.dtype, (self.out_channels, side, side), "C_out, S, S")
+        if dout.shape[0] != cache.n:
+            raise ValueError(f"dout has {dout.shape[0]} rows but the forward pass had {cache.n}")
+        grads: dict[str, np.ndarray] = {}
+        dtemb = np.zeros((cache.n, self.time_embed_dim), dtype=self.dtype)
+        dskips: dict[int, np.ndarray] = {}
+        dh = dout
+        for kind, key, c in reversed(cache.ops):
+            if kind == "conv":
+                dh, gr = conv2d_backward(dh, c)
+                grads[f"{key}.w"], grads[f"{key}.b"] = gr["w"], gr["b"]
+            elif kind == "res":
+                (dh, de), gr = res_block_backward(dh, c)
+                dtemb += de
+                grads.update({f"{key}.{k}": v for k, v in gr.items()})
+            elif kind == "attn":
+                dh, gr = attention_block_backward(dh, c)
+                grads.update({f"{key}.{k}": v for k, v in gr.items()})
+            elif kind == "gn":
+                dh, gr = group_norm_backward(dh, c)
+                grads[f"{key}.g"], grads[f"{key}.b"] = gr["g"], gr["b"]
+            elif kind == "silu":
+                dh, _ = silu_backward(dh, c)
+            elif kind == "pool":
+                dh, _ = avg_pool_backward(dh, c)
+            elif kind == "up":
+                dh, _ = upsample_backward(dh, c)
+            elif kind == "concat":
+                dskips[key] = dh[:, c:]
+                dh = dh[:, :c]
+            elif kind == "skip":
+                dh = dh + dskips.pop(key)
+        c1, c2, c3 = cache.temb_caches
+        de, gr = linear_backward(dtemb, c3)
+        grads["temb.1.w"], grads["temb.1.b"] = gr["w"], gr["b"]
+        de, _ = silu_backward(de, c2)
+        _, gr = linear_backward(de, c1)
+        grads["temb.0.w"], grads["temb.0.b"] = gr["w"], gr["b"]
+        grads = {k: grads[k] for k in self.params}  # same order as params
+        return (dh if input_grad else None), grads
+
+    def __call__(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Denoiser interface: the model output for ``x`` cast to the model's dtype."""
+        return self.forward(np.asarray(x).astype(self.dtype, copy=False), t)[0]

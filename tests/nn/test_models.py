@@ -1,0 +1,261 @@
+"""Whole-model checks for MLP and UNet: random-direction VJP checks in float64 (JAX's
+``check_vjp`` idea), the params/grads contract, determinism, buffer reuse and bad input."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from npddpm.nn import MLP, UNet
+from npddpm.testing.gradcheck import directional_vjp_check
+
+seeds = st.integers(0, 2**32 - 1)
+
+# <u, Jᵀv> against <(f(x+hu) − f(x−hu))/2h, v> with h = 1e-5: the difference is the O(h²)
+# truncation term (~1e-10 of the scale) plus rounding ~ε·|f|/h (~1e-11), so 1e-7 of the scale
+# Σ|uᵢ (Jᵀv)ᵢ| is two orders above what a correct backward produces, and any wrong or missing
+# term (an O(1) part of the sum) is far above it. When <u, Jᵀv> is tiny the rounding of the
+# two evaluations dominates: each carries ~ε·Σ|fᵢvᵢ| of absolute error and the quotient
+# divides by 2h, so a floor ROUND·Σ|fᵢvᵢ| with ROUND = 1e-9 (≈ 50·ε/h) covers it.
+VJP_TOL = 1e-7
+ROUND = 1e-9
+
+
+def assert_vjp(f, x, vjp, v, rng):
+    u = rng.standard_normal(x.shape)
+    floor = ROUND * float(np.sum(np.abs(f(x) * v)))
+    analytic, numeric = directional_vjp_check(f, x, vjp, v, u)
+    scale = float(np.sum(np.abs(u * vjp)))
+    assert abs(analytic - numeric) <= VJP_TOL * scale + floor, (analytic, numeric, scale, floor)
+
+
+def check_model_vjp(model, x, t, rng, *, per_key=True):
+    y, cache = model.forward(x, t)
+    v = rng.standard_normal(y.shape)
+    dx, grads = model.vjp(v, cache)
+    assert list(grads) == list(model.params)
+    assert_vjp(lambda z: model.forward(z, t)[0], x, dx, v, rng)
+    keys = list(model.params) if per_key else []
+    for k in keys:
+        assert grads[k].shape == model.params[k].shape
+        assert_vjp(lambda _: model.forward(x, t)[0], model.params[k], grads[k], v, rng)
+    # All parameters at once, along one random direction.
+    flat = np.concatenate([model.params[k].ravel() for k in model.params])
+    gflat = np.concatenate([grads[k].ravel() for k in model.params])
+
+    def f_all(z):
+        i = 0
+        for p in model.params.values():
+            p[...] = z[i : i + p.size].reshape(p.shape)
+            i += p.size
+        return model.forward(x, t)[0]
+
+    assert_vjp(f_all, flat, gflat, v, rng)
+    f_all(flat)
+
+
+def perturb(model, rng, scale=0.3):
+    """Move group-norm γ/β (1 and 0 at initialisation) away from special values."""
+    for p in model.params.values():
+        p += scale * rng.standard_normal(p.shape)
+
+
+@settings(max_examples=20)
+@given(
+    dim=st.integers(1, 3),
+    hidden=st.integers(1, 6),
+    blocks=st.integers(0, 2),
+    emb=st.integers(2, 5),
+    learn_sigma=st.booleans(),
+    n=st.integers(1, 4),
+    seed=seeds,
+)
+def test_mlp_vjp(dim, hidden, blocks, emb, learn_sigma, n, seed):
+    rng = np.random.default_rng(seed)
+    m = MLP(
+        dim,
+        hidden=hidden,
+        num_blocks=blocks,
+        time_embed_dim=emb,
+        learn_sigma=learn_sigma,
+        seed=seed % 1000,
+        dtype=np.float64,
+    )
+    x = rng.standard_normal((n, dim))
+    t = rng.integers(0, 1000, n)
+    assert m.forward(x, t)[0].shape == (n, dim * (2 if learn_sigma else 1))
+    check_model_vjp(m, x, t, rng)
+
+
+unet_cases = st.fixed_dictionaries(
+    {
+        "mult": st.sampled_from([(1,), (1, 2), (1, 1, 2)]),
+        "attention": st.booleans(),
+        "heads": st.sampled_from([1, 2]),
+        "learn_sigma": st.booleans(),
+        "channels": st.integers(1, 2),
+        "side": st.sampled_from([4, 8]),
+        "seed": seeds,
+    }
+)
+
+
+@settings(max_examples=8)
+@given(case=unet_cases)
+def test_unet_vjp(case):
+    rng = np.random.default_rng(case["seed"])
+    # base 4 with 2 groups: every group has ≥ 2 channels (a one-channel group would make the
+    # gradient w.r.t. the embedding projection exactly zero, see test_res_block).
+    m = UNet(
+        case["channels"],
+        base_channels=4,
+        channel_mult=case["mult"],
+        groups=2,
+        attention=case["attention"],
+        heads=case["heads"],
+        learn_sigma=case["learn_sigma"],
+        time_embed_dim=6,
+        dtype=np.float64,
+        seed=1,
+    )
+    perturb(m, rng)
+    x = rng.standard_normal((2, case["channels"], case["side"], case["side"]))
+    t = rng.integers(0, 1000, 2)
+    out, _ = m.forward(x, t)
+    assert out.shape == (2, m.out_channels, case["side"], case["side"])
+    check_model_vjp(m, x, t, rng, per_key=case["seed"] % 3 == 0)
+
+
+def test_deterministic_init_and_dtypes():
+    a, b = MLP(3, seed=5, dtype=np.float64), MLP(3, seed=5, dtype=np.float64)
+    c, d = MLP(3, seed=6, dtype=np.float64), MLP(3, seed=5, dtype=np.float32)
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k])
+        np.testing.assert_array_equal(d.params[k], a.params[k].astype(np.float32))
+        assert d.params[k].dtype == np.float32
+    assert any(not np.array_equal(a.params[k], c.params[k]) for k in a.params)
+    u, w = UNet(1, seed=2, dtype=np.float64), UNet(1, seed=2)
+    for k in u.params:
+        np.testing.assert_array_equal(w.params[k], u.params[k].astype(np.float32))
+
+
+def test_default_options_and_learn_sigma():
+    m = MLP(2)
+    x = np.zeros((3, 2), np.float32)
+    assert m(x, np.array([0, 5, 999])).shape == (3, 2)
+    assert MLP(2, learn_sigma=True).forward(x, np.arange(3))[0].shape == (3, 4)
+    u = UNet(3, learn_sigma=True)
+    out, cache = u.forward(np.zeros((2, 3, 8, 8), np.float32), np.array([1, 2]))
+    assert out.shape == (2, 6, 8, 8) and out.dtype == np.float32
+    g = u.backward(np.ones_like(out), cache)
+    assert list(g) == list(u.params)
+    assert all(g[k].dtype == np.float32 and g[k].shape == u.params[k].shape for k in g)
+
+
+def test_mlp_buffers_are_owned_by_their_cache():
+    # Two forwards in flight, backpropagated in either order, give the gradients of a fresh
+    # model; returned outputs and grads are not overwritten by later steps.
+    rng = np.random.default_rng(0)
+    m, ref = MLP(2, hidden=8, num_blocks=2), MLP(2, hidden=8, num_blocks=2)
+    x1, x2 = (rng.standard_normal((4, 2)).astype(np.float32) for _ in range(2))
+    t = np.arange(4)
+    v = rng.standard_normal((4, 2)).astype(np.float32)
+    y1, c1 = m.forward(x1, t)
+    y1_copy = y1.copy()
+    _, c2 = m.forward(x2, t)
+    g2 = m.backward(v, c2)
+    g2_copy = {k: a.copy() for k, a in g2.items()}
+    g1 = m.backward(v, c1)
+    m.backward(v, m.forward(x2, t)[1])
+    np.testing.assert_array_equal(y1, y1_copy)
+    for k in g2:
+        np.testing.assert_array_equal(g2[k], g2_copy[k])
+    for x, g in ((x1, g1), (x2, g2)):
+        gr = ref.backward(v, ref.forward(x, t)[1])
+        for k in g:
+            np.testing.assert_array_equal(g[k], gr[k])
+    with pytest.raises(ValueError, match="already used by backward"):
+        m.backward(v, c1)
+    np.testing.assert_array_equal(m(x1, t), y1)
+
+
+def test_fused_sigmoid_accuracy():
+    # The rational-tanh logistic against float64 on a dense grid covering the whole range in
+    # which σ is not 0 or 1 in float32, plus the tails; the bound 3e-7 (≈ 2.5 ulp at 1) is
+    # what the docstring of npddpm.nn._fused promises.
+    from npddpm.nn._fused import kernels
+
+    k = kernels()
+    h = np.linspace(-30, 30, 2_000_000, dtype=np.float32).reshape(1000, -1)
+    a = np.empty_like(h)
+    k.bias_silu(h, np.zeros(h.shape[1], np.float32), a)
+    h64 = h.astype(np.float64)
+    silu = h64 / (1 + np.exp(-h64))
+    assert np.max(np.abs(a - silu) / np.maximum(np.abs(h64), 1)) < 3e-7
+
+
+def test_import_compiles_nothing():
+    code = "import sys, npddpm.nn; print('numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------
+
+
+def test_bad_input_errors():
+    m = MLP(2, hidden=4)
+    with pytest.raises(TypeError, match=r"dtype float64 .*astype\(np.float32\)"):
+        m.forward(np.zeros((3, 2)), np.arange(3))
+    with pytest.raises(ValueError, match=r"shape \(N, dim\)"):
+        m.forward(np.zeros((3, 5), np.float32), np.arange(3))
+    with pytest.raises(TypeError, match="integer array"):
+        m.forward(np.zeros((3, 2), np.float32), np.zeros(3))
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        m.forward(np.zeros((3, 2), np.float32), np.arange(4))
+    with pytest.raises(ValueError, match=">= 0"):
+        m.forward(np.zeros((3, 2), np.float32), np.array([0, -1, 2]))
+    with pytest.raises(TypeError, match=r"float32.*float64"):
+        MLP(2, dtype=np.int64)
+    with pytest.raises(ValueError, match="fused=True needs"):
+        MLP(2, dtype=np.float64, fused=True)
+    _, cache = m.forward(np.zeros((3, 2), np.float32), np.arange(3))
+    with pytest.raises(ValueError, match="dout has 2 rows"):
+        m.backward(np.zeros((2, 2), np.float32), cache)
+    with pytest.raises(TypeError, match="this model's forward"):
+        MLP(2, hidden=4).backward(np.zeros((3, 2), np.float32), cache)
+
+
+def test_unet_side_errors():
+    u = UNet(1, channel_mult=(1, 2, 2))
+    t = np.arange(2)
+    for side in (6, 2, 36):
+        with pytest.raises(ValueError, match=rf"side {side} is not supported.*multiple of 4"):
+            u.forward(np.zeros((2, 1, side, side), np.float32), t)
+    with pytest.raises(ValueError, match="square"):
+        u.forward(np.zeros((2, 1, 8, 4), np.float32), t)
+    with pytest.raises(ValueError, match=r"shape \(N, channels, S, S\)"):
+        u.forward(np.zeros((2, 3, 8, 8), np.float32), t)
+    with pytest.raises(TypeError, match="astype"):
+        u.forward(np.zeros((2, 1, 8, 8)), t)
+    with pytest.raises(ValueError, match="groups=8 must divide every width"):
+        UNet(1, base_channels=12)
+    for side in (4, 8, 32):  # every supported side works for a 2-level U-Net
+        out = UNet(1, base_channels=8).forward(np.zeros((1, 1, side, side), np.float32), t[:1])[0]
+        assert out.shape == (1, 1, side, side)
+
+
+def test_mlp_data_parallel_chunks_vjp():
+    # threads=3 with 3·256 + 5 rows: three chunks run in worker threads and their parameter
+    # gradients are summed; the VJP check covers the split and the sum.
+    rng = np.random.default_rng(7)
+    m = MLP(2, hidden=4, num_blocks=1, time_embed_dim=4, dtype=np.float64, threads=3)
+    n = 3 * 256 + 5
+    assert len(m._chunks(n)) - 1 == 3
+    x = rng.standard_normal((n, 2))
+    check_model_vjp(m, x, rng.integers(0, 1000, n), rng)
