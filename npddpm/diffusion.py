@@ -650,10 +650,27 @@ class GaussianDiffusion:
 
     # ---------------------------------------------------------------- losses (losses.py)
 
-    def vb_terms_bpd(self, model_output, x0, x_t, t, clip_denoised=True, *, return_grad=False):
+    def vb_terms_bpd(
+        self,
+        model_output,
+        x0,
+        x_t,
+        t,
+        clip_denoised=True,
+        *,
+        return_grad=False,
+        decoder="discretized",
+    ):
         """See :func:`npddpm.losses.vb_terms_bpd`."""
         return _losses.vb_terms_bpd(
-            self, model_output, x0, x_t, t, clip_denoised, return_grad=return_grad
+            self,
+            model_output,
+            x0,
+            x_t,
+            t,
+            clip_denoised,
+            return_grad=return_grad,
+            decoder=decoder,
         )
 
     def training_losses(self, model_output, x0, t, noise):
@@ -664,10 +681,12 @@ class GaussianDiffusion:
         """See :func:`npddpm.losses.prior_bpd`."""
         return _losses.prior_bpd(self, x0)
 
-    def calc_bpd_loop(self, denoiser, x0, *, clip_denoised=True, seed=0, noise=None):
+    def calc_bpd_loop(
+        self, denoiser, x0, *, clip_denoised=True, seed=0, noise=None, decoder="discretized"
+    ):
         """See :func:`npddpm.losses.calc_bpd_loop`."""
         return _losses.calc_bpd_loop(
-            self, denoiser, x0, clip_denoised=clip_denoised, seed=seed, noise=noise
+            self, denoiser, x0, clip_denoised=clip_denoised, seed=seed, noise=noise, decoder=decoder
         )
 
     def __repr__(self) -> str:

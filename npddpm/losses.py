@@ -189,11 +189,14 @@ def vb_terms_bpd(
     clip_denoised: bool = True,
     *,
     return_grad: bool = False,
+    decoder: str = "discretized",
 ) -> dict[str, Array]:
     r"""The per-step term of the variational bound, in bits per dimension.
 
     For t > 0: KL(q(x_{t−1} | x_t, x₀) ‖ p(x_{t−1} | x_t)) (Ho et al. 2020, Eq. 5, L_{t−1});
-    for t = 0: −log p(x₀ | x₁) under the discretised decoder (L₀). The true log-variance is
+    for t = 0: −log p(x₀ | x₁) under the decoder (L₀): ``"discretized"`` (Eq. 13, 8-bit
+    data in [−1, 1]) or ``"gaussian"`` (the density N(x₀; μ, σ²), for continuous data; then
+    the bound is on a differential entropy and may be negative). The true log-variance is
     the clipped one (improved-diffusion ``_vb_terms_bpd``).
 
     Returns
@@ -213,13 +216,23 @@ def vb_terms_bpd(
     kl, dkl_m, dkl_lv = normal_kl(
         true_mean, true_logvar, r["mean"], r["log_variance"], return_grad=True
     )
-    ll, dll_m, dll_s = discretized_gaussian_log_likelihood(
-        x0w,
-        means=r["mean"],
-        log_scales=0.5 * r["log_variance"],
-        cdf=d.profile.cdf,
-        return_grad=True,
-    )
+    if decoder == "gaussian":
+        lv = r["log_variance"]
+        with np.errstate(over="ignore", invalid="ignore"):
+            z2 = (x0w - r["mean"]) ** 2 * np.exp(-lv)
+            ll = -0.5 * (math.log(2 * math.pi) + lv + z2)
+            dll_m = (x0w - r["mean"]) * np.exp(-lv)
+            dll_s = 2 * (-0.5 + 0.5 * z2)  # d/d(log σ) = 2·d/d(log σ²)
+    elif decoder == "discretized":
+        ll, dll_m, dll_s = discretized_gaussian_log_likelihood(
+            x0w,
+            means=r["mean"],
+            log_scales=0.5 * r["log_variance"],
+            cdf=d.profile.cdf,
+            return_grad=True,
+        )
+    else:
+        raise ValueError(f"decoder must be 'discretized' or 'gaussian', got {decoder!r}")
     is0 = (t == 0).reshape((-1,) + (1,) * (n - 1))
     with np.errstate(invalid="ignore"):
         out = np.where(t == 0, mean_flat(-ll), mean_flat(kl)) / LN2
@@ -313,8 +326,10 @@ def calc_bpd_loop(
     clip_denoised: bool = True,
     seed: int = 0,
     noise: Array | None = None,
+    decoder: str = "discretized",
 ) -> dict[str, Array]:
-    r"""The full variational bound of ``denoiser`` on ``x0``, in bits per dimension.
+    r"""The full variational bound of ``denoiser`` on ``x0``, in bits per dimension
+    (``decoder="gaussian"`` for continuous data: multiply by D·ln 2 for nats per example).
 
     For every t (from T−1 down to 0, as improved-diffusion) draws ε, forms x_t, calls
     ``denoiser(x_t, timestep_map[t])`` and evaluates the VLB term.
@@ -344,7 +359,9 @@ def calc_bpd_loop(
         tb = np.full(B, t, dtype=np.int64)
         eps = noise[t] if noise is not None else rng.standard_normal(x0.shape).astype(x0.dtype)
         x_t = d.q_sample(x0, tb, eps)
-        out = vb_terms_bpd(d, denoiser(x_t, d.model_timesteps(tb)), x0, x_t, tb, clip_denoised)
+        out = vb_terms_bpd(
+            d, denoiser(x_t, d.model_timesteps(tb)), x0, x_t, tb, clip_denoised, decoder=decoder
+        )
         vb[:, t] = out["output"]
         xmse[:, t] = mean_flat((out["pred_xstart"].astype(np.float64) - x0) ** 2)
         eps_hat = d.predict_eps_from_xstart(x_t, tb, out["pred_xstart"])
