@@ -165,3 +165,72 @@ def test_diffusers_ddim_known_divergences(diffusers, spacing):
     assert any("not re-derived" in n for n in names)  # B.10.6, clipping triggers on purpose
     if spacing == "linspace":
         assert any("t − T//N" in n for n in names)  # HF #12633
+
+
+@pytest.mark.torch
+def test_diffusers_timestep_tables_are_reproduced_exactly(diffusers):
+    from npddpm.schedules import diffusers_timesteps
+
+    for T in (1000, 4000):
+        for N in (1, 2, 3, 10, 21, 50, 61, 100, 103, 250, T - 1, T):
+            for spacing in ("leading", "trailing", "linspace"):
+                for offset in (0, 1):
+                    s = diffusers.DDPMScheduler(
+                        num_train_timesteps=T, timestep_spacing=spacing, steps_offset=offset
+                    )
+                    s.set_timesteps(N)
+                    ours = diffusers_timesteps(T, N, spacing, offset)
+                    assert np.array_equal(s.timesteps.numpy(), ours), (T, N, spacing, offset)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize(
+    "variance_type, diagnosis",
+    [
+        ("learned", "read as σ²"),  # B.10.4
+        ("fixed_large_log", "√(log β)"),  # HF #14569: NaN samples
+    ],
+)
+def test_diffusers_variance_divergences_are_known(diffusers, variance_type, diagnosis):
+    from npddpm.conformance import DiffusersAdapter
+
+    r = check(
+        DiffusersAdapter(
+            diffusers.DDPMScheduler(num_train_timesteps=1000, variance_type=variance_type)
+        )
+    )
+    assert r.conforms, r.table()
+    assert any(diagnosis in row.diagnosis for row in r.known), r.table()
+
+
+class IDStyle:
+    """A NumPy port with improved-diffusion's method names and calling conventions
+    (tensors of per-row timesteps, a model callable, dict results), built on Impl."""
+
+    def __init__(self, impl):
+        self.impl = impl
+        self.alphas_cumprod = impl.ab_table
+        self._noise = None
+
+    def set_noise(self, z):
+        self._noise = z
+
+    def q_sample(self, x_start, t, noise=None):
+        return self.impl.q_sample(x_start, int(t[0]), noise)
+
+    def p_sample(self, model, x, t, clip_denoised=True):
+        mo = model(x, t)
+        sample, x0 = self.impl.ddpm(mo, x, int(t[0]), self._noise)
+        return {"sample": sample, "pred_xstart": x0}
+
+
+def test_improved_diffusion_style_adapter():
+    from npddpm.conformance import ImprovedDiffusionAdapter
+
+    good = IDStyle(Impl(COS))
+    ad = ImprovedDiffusionAdapter(good, dtype=np.float64, noise_hook=good.set_noise)
+    r = check(ad)
+    assert r.conforms and any(row.quantity == "ddpm_step" for row in r.rows), r.table()
+    bad = IDStyle(Impl(COS, fault="last_noise"))
+    r = check(ImprovedDiffusionAdapter(bad, dtype=np.float64, noise_hook=bad.set_noise))
+    assert any("noise added at the last step" in f for f in r.faults()), r.table()
