@@ -278,19 +278,24 @@ class GaussianMixture:
     def _posterior(self, xf: Array, ab: Array, om: Array, want_cov: bool = False) -> dict:
         """Per-row posterior quantities for x_t rows ``xf`` (B, D) at ᾱ = ab, 1 − ᾱ = om (B,)."""
         B, K = xf.shape[0], self.num_components
+        # eigenvalues a²λ + σ² of S_k(t) and their logs, once per distinct timestep
+        ab_u, first, inv = np.unique(ab, return_index=True, return_inverse=True)
+        den_u = ab_u[:, None, None] * self._lam[None] + om[first][:, None, None]  # (U, K, D)
+        logdet_u = np.sum(np.log(den_u), axis=2)  # (U, K)
+        one_t = ab_u.size == 1
         a = np.sqrt(ab)[:, None]
-        om2 = om[:, None]
         logs = np.empty((B, K))
         parts = []
         for k in range(K):
             d = xf - a * self.means[k]
             y = d if self._U is None else d @ self._U[k]  # coordinates in Σ_k's eigenbasis
-            lam = self._lam[k][None, :]
-            den = ab[:, None] * lam + om2  # eigenvalues of S_k(t), > 0
+            den = den_u[0, k] if one_t else den_u[inv, k]
+            q = y / den
             logs[:, k] = self._logw[k] - 0.5 * (
-                np.sum(y * y / den, axis=1) + np.sum(np.log(den), axis=1) + self.dim * _LOG2PI
+                np.sum(y * q, axis=1) + logdet_u[inv, k] + self.dim * _LOG2PI
             )
-            parts.append((y / den, a * lam * y / den, lam * om2 / den))
+            cv = self._lam[k] * (om[:, None] / den) if want_cov else None
+            parts.append((q, a * (self._lam[k] * q), cv))
         lse = _logsumexp(logs, axis=1)
         r = np.exp(logs - lse[:, None])
         score = np.zeros_like(xf)
