@@ -279,7 +279,10 @@ class GaussianMixture:
         """Per-row posterior quantities for x_t rows ``xf`` (B, D) at ᾱ = ab, 1 − ᾱ = om (B,)."""
         B, K = xf.shape[0], self.num_components
         # eigenvalues a²λ + σ² of S_k(t) and their logs, once per distinct timestep
-        ab_u, first, inv = np.unique(ab, return_index=True, return_inverse=True)
+        if ab.size and ab.min() == ab.max():  # one timestep for the whole batch (samplers)
+            ab_u, first, inv = ab[:1], np.zeros(1, dtype=np.int64), np.zeros(B, dtype=np.int64)
+        else:
+            ab_u, first, inv = np.unique(ab, return_index=True, return_inverse=True)
         den_u = ab_u[:, None, None] * self._lam[None] + om[first][:, None, None]  # (U, K, D)
         logdet_u = np.sum(np.log(den_u), axis=2)  # (U, K)
         one_t = ab_u.size == 1

@@ -22,7 +22,6 @@ Two kinds of check, each a :class:`Row`:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +34,7 @@ from .schedules import Schedule, space_timesteps
 
 __all__ = [
     "ALPHA",
+    "LEGEND",
     "Row",
     "format_table",
     "mean_chi2_pvalue",
@@ -291,8 +291,15 @@ def run_verification(*, quick: bool = False) -> list[Row]:
     return moment_rows() + chain_rows()
 
 
+LEGEND = (
+    "moments: value = max |sampler − affine recursion| with identical noise (the note gives "
+    "the recursion's error against the data); chain: smallest p-value of the row's tests, "
+    f"limit α/m (Bonferroni over all m tests, family-wise α = {ALPHA:g})"
+)
+
+
 def format_table(rows: list[Row], seconds: float | None = None) -> str:
-    """A plain-text table of ``rows`` with a summary line."""
+    """A plain-text table of ``rows``, then a summary line."""
     head = (
         "check",
         "data",
@@ -329,24 +336,3 @@ def format_table(rows: list[Row], seconds: float | None = None) -> str:
         summary += f", {seconds:.1f} s"
     out.append(summary)
     return "\n".join(out)
-
-
-def main(quiet: bool = False) -> int:
-    """Run, print, and return the exit status (0 if every row passed)."""
-    t0 = time.perf_counter()
-    rows = run_verification()
-    text = format_table(rows, time.perf_counter() - t0)
-    if quiet:
-        print(text.splitlines()[-1])
-        for line in text.splitlines()[2:-1]:
-            if "FAIL" in line:
-                print(line)
-    else:
-        print(text)
-    if not quiet:
-        print(
-            "moments: value = max |sampler − affine recursion| with identical noise (the note "
-            "gives the recursion's error against the data); chain: smallest p-value of the "
-            f"row's tests, limit α/m (Bonferroni over all m tests, family-wise α = {ALPHA:g})"
-        )
-    return 0 if all(r.passed for r in rows) else 1
