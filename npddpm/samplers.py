@@ -17,7 +17,8 @@ return_trajectory=False)`` (``ddim`` adds ``eta``).
   √(1 − ᾱ_prev − σ²)·√ᾱ/√(1 − ᾱ) (DDIM), noise kept at t = 0. It needs a denoiser with an
   ``x0_covariance(x_t, t)`` method such as :meth:`npddpm.analytic.GaussianMixture.denoiser`;
   with it the oracle sampler reproduces Gaussian data exactly (see
-  :func:`npddpm.analytic.sampler_moments`).
+  :func:`npddpm.analytic.sampler_moments`). It makes DDIM stochastic even at η = 0 (P ≠ 0).
+  The covariance is formed per row, (B, D, D), so it is meant for low-dimensional data.
 * ``clip_denoised=True`` (improved-diffusion's default) clips x̂₀ to [−1, 1]; pass False for
   data outside [−1, 1] and for any comparison with the exact moments (clipping is not affine).
 """
@@ -73,12 +74,17 @@ def _setup(diffusion, denoiser, x_T_or_shape, seed, noise, backend, variance):
         x = diffusion._x(x_T_or_shape, "x_T").copy()
     else:
         try:
-            shape = tuple(int(n) for n in x_T_or_shape)
+            shape = tuple(x_T_or_shape)
         except TypeError:
+            shape = None
+        if shape is None or not all(
+            isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in shape
+        ):
             raise TypeError(
-                "x_T_or_shape must be an array x_T or a shape tuple such as (B, D), got "
-                f"{type(x_T_or_shape).__name__}"
-            ) from None
+                "x_T_or_shape must be a NumPy array x_T or a shape tuple of ints such as "
+                f"(B, D), got {x_T_or_shape!r:.60}"
+            )
+        shape = tuple(int(n) for n in shape)
         if len(shape) < 2 or min(shape) < 1:
             raise ValueError(f"shape must be (B, ...) with positive sizes, got {shape}")
         x = _step_noise(seed, 0, shape, np.dtype(np.float64))
@@ -115,7 +121,10 @@ def _loop(name, diffusion, denoiser, x, seed, noise, step_fn, progress, callback
     out_traj = [x.copy()] if traj else None
     for i, t in enumerate(range(T - 1, -1, -1), start=1):
         tb = np.full(x.shape[0], t, dtype=np.int64)
-        z = noise[t] if noise is not None else _step_noise(seed, i, x.shape, x.dtype)
+        if noise is not None:
+            z = noise[t].astype(x.dtype, copy=False)
+        else:
+            z = _step_noise(seed, i, x.shape, x.dtype)
         orig = diffusion.model_timesteps(tb)
         model_output = denoiser(x, orig)
         x, pred_xstart = step_fn(model_output, x, tb, orig, z)

@@ -337,6 +337,16 @@ def test_bad_parameters_raise_clear_errors(weights, means, covs, match):
         GaussianMixture(weights, means, covs)
 
 
+def test_zero_weight_components_are_ignored():
+    rng = np.random.default_rng(11)
+    gm = GaussianMixture([0.0, 0.4, 0.6], [[9.0, 9.0], [0.0, 1.0], [1.0, -1.0]], [0.3, 0.5, 0.2])
+    ref = GaussianMixture([0.4, 0.6], [[0.0, 1.0], [1.0, -1.0]], [0.5, 0.2])
+    x = rng.standard_normal((10, 2))
+    np.testing.assert_allclose(gm.log_prob(x), ref.log_prob(x), rtol=1e-13)
+    np.testing.assert_allclose(gm.x0_covariance(x, LINEAR, 300), ref.x0_covariance(x, LINEAR, 300))
+    assert np.all(np.abs(gm.sample(500, rng)) < 6)
+
+
 def test_dimension_mismatch_and_bad_t():
     gm = GaussianMixture([1.0], [[0.0, 0.0]], [1.0])
     with pytest.raises(ValueError, match=r"shape \(B, 2\)"):

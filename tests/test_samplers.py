@@ -15,7 +15,7 @@ from scipy import stats
 from npddpm import GaussianDiffusion, Schedule
 from npddpm.analytic import GaussianMixture, sampler_affine_steps, sampler_moments
 from npddpm.samplers import _step_noise, ddim, ddpm
-from npddpm.schedules import space_timesteps
+from npddpm.schedules import get_named_beta_schedule, rescale_zero_terminal_snr, space_timesteps
 from npddpm.verify import directions, mean_chi2_pvalue, mixture_2d, projection_ks_pvalues
 
 LINEAR = Schedule.from_name("linear", 1000)
@@ -122,6 +122,21 @@ def test_bad_arguments():
         ddpm(d, den, (2,))
     with pytest.raises(ValueError, match="seed"):
         ddpm(d, den, (2, 2), seed=-1)
+    with pytest.raises(TypeError, match="shape tuple of ints"):
+        ddpm(d, den, [0.5, 1.5])
+
+
+def test_sampler_moments_bad_arguments():
+    d = GaussianDiffusion(Schedule.from_name("cosine", 5))
+    with pytest.raises(ValueError, match="single-Gaussian data"):
+        sampler_moments(mixture_2d(), d)
+    dl = GaussianDiffusion(Schedule.from_name("cosine", 5), var_type="learned")
+    with pytest.raises(ValueError, match="learned variances"):
+        sampler_moments(full_gaussian(), dl)
+    with pytest.raises(ValueError, match="unknown start"):
+        sampler_moments(full_gaussian(), d, start="prior")
+    with pytest.raises(ValueError, match="unknown sampler"):
+        sampler_moments(full_gaussian(), d, sampler="euler")
 
 
 # ---------------------------------------------------------------- deterministic checks
@@ -196,6 +211,31 @@ def test_diffusers_profile_last_step_noise_under_respacing_that_skips_timestep_0
 
 
 # ---------------------------------------------------------------- exact reproduction
+
+
+def test_zero_terminal_snr_exact_sampler_from_standard_normal_is_exact():
+    """With ᾱ_{T−1} = 0 (Lin et al. 2024), q(x_T) = N(0, I) exactly, so the exact-variance
+    samplers started where samplers start reproduce the data to rounding (observed ≤ 2e-14,
+    limit 1e-12), and the v-parameterised sampler (ε-parameterisation divides by √ᾱ = 0)
+    still equals the recursion step by step.
+
+    ``xstart_from_eps="divide"``: DDIM re-derives ε from x̂₀, and improved-diffusion's
+    formula (√(1/ᾱ)·x_t − x̂₀)/√(1/ᾱ − 1) is ∞/∞ at ᾱ = 0 (NaN); diffusers' form
+    (x_t − √ᾱ·x̂₀)/√(1 − ᾱ) is finite there."""
+    gm = full_gaussian(3, seed=2)
+    betas = rescale_zero_terminal_snr(get_named_beta_schedule("linear", 1000))
+    s = Schedule(betas).respace(np.linspace(0, 999, 20).round().astype(int))
+    assert s.alphas_cumprod[-1] == 0.0
+    d = GaussianDiffusion(s, mean_type="v", xstart_from_eps="divide")
+    rng = np.random.default_rng(4)
+    x_T = rng.standard_normal((8, 3))
+    noise = rng.standard_normal((20, 8, 3))
+    for sampler, eta in (("ddpm", 0.0), ("ddim", 0.0), ("ddim", 1.0)):
+        m = sampler_moments(gm, d, sampler=sampler, eta=eta, variance="exact")
+        assert m.mean_error < 1e-12 and m.covariance_error < 1e-12, (sampler, eta, m)
+        out = run(sampler, d, gm.denoiser(d), x_T, eta=eta, noise=noise, variance="exact")
+        ref = affine_reference(gm, d, sampler, eta, "exact", x_T, noise)
+        np.testing.assert_allclose(out, ref, atol=1e-10)
 
 
 @pytest.mark.parametrize("kind", ["full", "diag", "isotropic"])
