@@ -22,6 +22,7 @@ Two kinds of check, each a :class:`Row`:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,7 +66,7 @@ class Row:
 # ---------------------------------------------------------------- statistics
 
 
-def projection_cdf(mixture: GaussianMixture, u: np.ndarray):
+def projection_cdf(mixture: GaussianMixture, u: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """The exact CDF of uᵀx for x ~ ``mixture``: a 1-D mixture of N(uᵀμ_k, uᵀΣ_k u)."""
     m = mixture.means @ u
     sd = np.sqrt(np.einsum("i,kij,j->k", u, mixture.covariance_matrices(), u))
@@ -165,7 +166,9 @@ def _affine_reference(mixture, diffusion, sampler, eta, variance, x_T, noise):
 
 
 def moment_rows(
-    schedules=("linear", "cosine"), spacings=("1000", "100", "ddim10"), batch: int = 32
+    schedules: Sequence[str] = ("linear", "cosine"),
+    spacings: Sequence[str] = ("1000", "100", "ddim10"),
+    batch: int = 32,
 ) -> list[Row]:
     """The ``moments`` rows (see the module docstring)."""
     data = gaussian_3d()
@@ -229,7 +232,7 @@ def chain_rows(
     alpha_per_test: float | None = None,
     samplers: tuple[tuple[str, float], ...] = (("ddpm", 0.0), ("ddim", 0.0)),
     seed: int = 0,
-    datasets: dict | None = None,
+    datasets: dict[str, GaussianMixture] | None = None,
 ) -> list[Row]:
     """The ``chain`` rows: per data set, sampler and checkpoint, the smallest p-value of the
     KS projections and the χ² mean test, against the Bonferroni limit α/m (m: all tests of
