@@ -116,6 +116,12 @@ def gaussian_3d() -> GaussianMixture:
     return GaussianMixture([1.0], [[0.3, -0.5, 0.8]], c[None])
 
 
+def gaussian_diag_3d() -> GaussianMixture:
+    """A diagonal Gaussian, for the learned-variance rows (the oracle's variance channels are
+    the diagonal of the exact reverse covariance, exact for diagonal data)."""
+    return GaussianMixture([1.0], [[0.3, -0.5, 0.8]], [[0.5, 0.05, 0.2]])
+
+
 def mixture_2d() -> GaussianMixture:
     """Three full-covariance components in 2-D."""
     return GaussianMixture(
@@ -142,6 +148,7 @@ def mixture_16d() -> GaussianMixture:
 MOMENT_CASES = (
     ("ddpm", 0.0, "fixed_small", "model"),
     ("ddpm", 0.0, "fixed_large", "model"),
+    ("ddpm", 0.0, "learned_range", "model"),
     ("ddpm", 0.0, "fixed_small", "exact"),
     ("ddim", 0.0, "fixed_small", "model"),
     ("ddim", 0.5, "fixed_small", "model"),
@@ -165,20 +172,24 @@ def _affine_reference(mixture, diffusion, sampler, eta, variance, x_T, noise):
     return y if U is None else y @ U.T
 
 
+SPACINGS = {"linear": ("1000", "100", "ddim10"), "cosine": ("250", "50", "ddim10")}
+
+
 def moment_rows(
-    schedules: Sequence[str] = ("linear", "cosine"),
-    spacings: Sequence[str] = ("1000", "100", "ddim10"),
+    spacings: dict[str, Sequence[str]] | None = None,
     batch: int = 32,
 ) -> list[Row]:
-    """The ``moments`` rows (see the module docstring)."""
-    data = gaussian_3d()
+    """The ``moments`` rows (see the module docstring); ``spacings`` maps schedule names (of
+    1000 steps) to respacings (``"1000"``: none), default :data:`SPACINGS`."""
+    full, diag = gaussian_3d(), gaussian_diag_3d()
     rows = []
-    for name in schedules:
+    for name, spacing_list in (spacings or SPACINGS).items():
         base = Schedule.from_name(name, 1000)
-        for spacing in spacings:
+        for spacing in spacing_list:
             s = base if spacing == "1000" else base.respace(space_timesteps(1000, spacing))
             label = f"{name} {spacing}"
             for k, (sampler, eta, var_type, variance) in enumerate(MOMENT_CASES):
+                data = diag if var_type.startswith("learned") else full
                 d = GaussianDiffusion(s, var_type=var_type)
                 mom = sampler_moments(data, d, sampler=sampler, eta=eta, variance=variance)
                 rng = np.random.default_rng(k)
@@ -210,7 +221,7 @@ def moment_rows(
                 rows.append(
                     Row(
                         "moments",
-                        "N(μ,Σ) 3-D",
+                        "N(μ,Σ) 3-D" if data is full else "N(μ,diag) 3-D",
                         label,
                         sname,
                         vname,
@@ -288,7 +299,7 @@ def chain_rows(
 def run_verification(*, quick: bool = False) -> list[Row]:
     """Run the whole suite and return its rows (``quick``: fewer cases, for tests)."""
     if quick:
-        return moment_rows(schedules=("linear",), spacings=("ddim10",)) + chain_rows(
+        return moment_rows({"linear": ("ddim10",)}) + chain_rows(
             n=500, spacing="50", checkpoints=(0.5, 0.0), samplers=(("ddpm", 0.0),)
         )
     return moment_rows() + chain_rows()

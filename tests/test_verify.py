@@ -20,12 +20,13 @@ def test_full_command_passes_and_prints_a_table():
     lines = r.stdout.splitlines()
     assert lines[0].split()[:6] == ["check", "data", "schedule", "sampler", "variance", "metric"]
     rows = [x for x in lines if x.startswith(("moments ", "chain "))]
-    # 2 schedules × 3 spacings × 7 sampler/variance cases, 2 data sets × 2 samplers × 4
+    # 2 schedules × 3 spacings each × 8 sampler/variance cases, 2 data sets × 2 samplers × 4
     # checkpoints
-    assert len(rows) == 42 + 16
+    assert len(rows) == 48 + 16
     assert sum(" exact " in x for x in rows) == 12
     assert any("mixture 16-D" in x for x in rows) and any("mixture 2-D" in x for x in rows)
-    assert "58 checks, 0 failed" in r.stdout
+    assert "64 checks, 0 failed" in r.stdout
+    assert sum("learned_range" in x for x in rows) == 6
 
 
 def test_quick_suite_rows_pass():
@@ -45,8 +46,8 @@ def test_a_sampler_that_is_slightly_wrong_fails_the_moment_rows(monkeypatch):
         return real(*args, **kw) + 1e-7
 
     monkeypatch.setattr(verify, "ddim", biased)
-    rows = verify.moment_rows(schedules=("cosine",), spacings=("ddim10",))
-    assert all(r.passed == r.sampler.startswith("ddpm") for r in rows)
+    rows = verify.moment_rows({"cosine": ("ddim10",)})
+    assert len(rows) == 8 and all(r.passed == r.sampler.startswith("ddpm") for r in rows)
 
 
 def test_chain_rows_flag_a_wrong_noise_level(monkeypatch):
