@@ -130,6 +130,7 @@ class GaussianMixture:
         self.weights, self.means, self.covariance_type = w, mu, kind
         self.dim, self.num_components = D, K
         self._cov, self._lam, self._U = cov, lam, U
+        self._chol: dict[int, Array] = {}  # Cholesky factors, computed on first use
         with np.errstate(divide="ignore"):
             self._logw = np.log(w)
         for arr in (self.weights, self.means, self._cov, self._lam):
@@ -226,6 +227,11 @@ class GaussianMixture:
             )
         return x.reshape(x.shape[0], self.dim).astype(np.float64), x.shape
 
+    def _cholesky(self, k: int) -> Array:
+        if k not in self._chol:
+            self._chol[k] = np.linalg.cholesky(self._cov[k])
+        return self._chol[k]
+
     def log_prob(self, x: object) -> Array:
         r"""log p(x) per row, shape (B,), via Cholesky solves and log-sum-exp."""
         xf, _ = self._flat(x, "x")
@@ -236,7 +242,7 @@ class GaussianMixture:
                 maha = np.sum(d * d / self._lam[k], axis=1)
                 logdet = np.sum(np.log(self._lam[k]))
             else:
-                L = np.linalg.cholesky(self._cov[k])
+                L = self._cholesky(k)
                 y = solve_triangular(L, d.T, lower=True)
                 maha = np.sum(y * y, axis=0)
                 logdet = 2.0 * np.sum(np.log(np.diag(L)))
