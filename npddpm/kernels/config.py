@@ -48,10 +48,17 @@ CUDA_THREADS_PER_BLOCK: int = int(os.environ.get("NPDDPM_CUDA_THREADS_PER_BLOCK"
 CUDA_MAX_BLOCKS: int = int(os.environ.get("NPDDPM_CUDA_MAX_BLOCKS", "4096"))
 
 
-def cpu_jit(*, parallel: bool = False):
+def cpu_jit(*, parallel: bool = False, inline: bool = False):
     """``numba.njit`` with npddpm's options: cache as configured, fastmath off, the NumPy
     error model (division by zero gives inf, as in NumPy, and does not block vectorisation),
-    no GIL; ``parallel=True`` for the row-parallel kernels."""
+    no GIL; ``parallel=True`` for the row-parallel kernels; ``inline=True`` inlines a device
+    function into its callers at Numba-IR level (needed for the Philox and normal-transform
+    helpers: a call left in a loop stops LLVM from vectorising it).
+
+    The on-disk cache is keyed on the source file of each *kernel*; when a helper in another
+    file changes (``npddpm/rng.py``), remove ``npddpm/kernels/__pycache__`` (or the
+    ``NUMBA_CACHE_DIR``) — the bitwise tests catch a stale cache.
+    """
     import numba
 
     if parallel and THREADING_LAYER != "default":
@@ -63,6 +70,7 @@ def cpu_jit(*, parallel: bool = False):
         nogil=True,
         error_model="numpy",
         boundscheck=False,
+        inline="always" if inline else "never",
     )
 
 

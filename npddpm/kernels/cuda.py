@@ -5,18 +5,16 @@ Twin of :mod:`npddpm.kernels.cpu` (same expressions, same order as
 is a pure function of its index, and the grid-stride loops cover every index once whatever
 the number of blocks and threads (:func:`npddpm.kernels.config.cuda_launch_shape`).
 
-The kernels are built per dtype (float32, float64) on first use, with the dtype's constants
-closed over, so float32 work stays in float32 on the device and in the simulator. A real GPU
-may contract multiply-adds into FMAs, so compare GPU results with a tolerance; under the
-simulator (NumPy scalars) the noise-given kernels are bitwise equal to the reference.
+The kernels are built per dtype (float32, float64) on first use, with the dtype's normal
+transform (:func:`npddpm.rng.box_muller_f32` / ``_f64``, the reference's own source) closed
+over. A real GPU may contract multiply-adds into FMAs, so compare GPU results with a
+tolerance; under the simulator (NumPy scalars) everything is bitwise equal to the reference.
 
 Accepts NumPy arrays (copied to the device and back) or CUDA device arrays (no copies).
 Nothing here validates (see :mod:`npddpm.kernels.dispatch`).
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 from numba import cuda
@@ -32,22 +30,13 @@ philox4x32_10 = cuda_jit(device=True)(rng.philox4x32_10_words)
 _BUILT: dict = {}
 
 
-def _build(ftype):
-    F = ftype
-    HALF = F(0.5)
-    U_SCALE = F(2.0**-32)
-    ANGLE = F(2.0 * math.pi * 2.0**-32)
-    MINUS_TWO = F(-2.0)
-    ONE = F(1.0)
+_box_muller_f32 = cuda_jit(device=True)(rng.box_muller_f32)
+_box_muller_f64 = cuda_jit(device=True)(rng.box_muller_f64)
 
-    @cuda_jit(device=True)
-    def box_muller(w0, w1):
-        u = (F(w0) + HALF) * U_SCALE
-        theta = F(w1) * ANGLE
-        # F(...) rounds the simulator's double-precision results back to the dtype; on the
-        # device these are float32 (or float64) functions already and the casts are no-ops.
-        r = F(math.sqrt(MINUS_TWO * F(math.log(u))))
-        return r * F(math.cos(theta)), r * F(math.sin(theta))
+
+def _build(ftype):
+    ONE = ftype(1.0)
+    box_muller = _box_muller_f32 if ftype == np.float32 else _box_muller_f64
 
     @cuda_jit(device=True)
     def normal4(q, k0, k1, s0, s1):

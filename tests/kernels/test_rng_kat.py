@@ -64,9 +64,12 @@ def test_normals_are_box_muller_of_the_words():
         c, s = rng.box_muller(words[:, 0], words[:, 1], dt)
         np.testing.assert_array_equal(z[:, 0], c)
         np.testing.assert_array_equal(z[:, 1], s)
-        u = (words[:, 0].astype(np.float64) + 0.5) * 2.0**-32
-        theta = words[:, 1].astype(np.float64) * 2 * np.pi * 2.0**-32
-        np.testing.assert_allclose(z[:, 0], np.sqrt(-2 * np.log(u)) * np.cos(theta), atol=5e-6)
+        u, v = rng.uniforms(words[:, 0], words[:, 1], dt)
+        assert np.all((u > 0) & (u < 1) & (v >= 0) & (v < 1))
+        r = np.sqrt(-2 * np.log(u))
+        tol = 4 * np.finfo(dt).eps * np.maximum(1, np.abs(z[:, 0]))
+        assert np.all(np.abs(z[:, 0] - r * np.cos(2 * np.pi * v)) <= tol + 1e-15)
+        assert np.all(np.abs(z[:, 1] - r * np.sin(2 * np.pi * v)) <= tol + 1e-15)
 
 
 @pytest.mark.parametrize("start", [0, 1, 2, 3, 5, 4099])
