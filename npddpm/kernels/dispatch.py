@@ -10,12 +10,14 @@ noise or a ``(seed, stream)`` for the counter-based generator of :mod:`npddpm.rn
 ``"numpy"``
     :mod:`npddpm.kernels.reference`, the specification.
 ``"cpu"``
-    :mod:`npddpm.kernels.cpu`: Numba, fused, parallel over rows. Bitwise equal to ``numpy``
-    with the noise given; within :data:`npddpm.rng.NORMAL_ULP_BOUND` ulp of the noise term
-    with in-kernel noise.
+    :mod:`npddpm.kernels.cpu`: Numba, fused, parallel over rows. Bitwise equal to ``numpy``,
+    with the noise given and with in-kernel noise (the generator is compiled from the
+    reference's own source), for any number of threads.
 ``"cuda"``
     :mod:`npddpm.kernels.cuda`: Numba CUDA, grid-stride loops. Accepts NumPy arrays (copied
     to and from the device) or CUDA device arrays (worked on in place, nothing copied).
+    Bitwise equal under the simulator; on a GPU within a few ulp (FMA contraction; normals
+    within :data:`npddpm.rng.NORMAL_ULP_BOUND` ulp), for any launch shape.
 
 The kernel modules are imported on first use, so importing this module imports no Numba.
 """
@@ -418,8 +420,8 @@ def standard_normal(
 ):  # fmt: skip
     """The counter-based normals of :func:`npddpm.rng.standard_normal`, on any backend.
 
-    ``cpu`` and ``cuda`` compute them in parallel (``cuda`` returns a NumPy array); they agree
-    with ``numpy`` to within :data:`npddpm.rng.NORMAL_ULP_BOUND` ulp.
+    ``cpu`` and ``cuda`` compute them in parallel (``cuda`` returns a NumPy array); ``cpu`` is
+    bitwise equal to ``numpy``, ``cuda`` within :data:`npddpm.rng.NORMAL_ULP_BOUND` ulp.
     """
     be = _backend(backend)
     seed = _u64(seed, "seed")
