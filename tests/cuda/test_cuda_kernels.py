@@ -5,7 +5,10 @@ Run as their own pytest invocation, with the simulator switched on before Numba 
     NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/cuda
 
 Without the simulator and without a GPU every test here is skipped (the default
-``python -m pytest`` run). Sizes stay below 1e4 elements and blocks are tiny, so that several
+``python -m pytest`` run) — unless ``NPDDPM_REQUIRE_CUDA_TESTS=1`` is set, which turns the
+skip into a failure, so that CI cannot pass a simulator run that silently ran nothing.
+
+Sizes stay below 1e4 elements and blocks are tiny, so that several
 blocks and several grid-stride iterations run even in the (slow) simulator.
 
 Under the simulator the arithmetic is NumPy scalar arithmetic, so noise-given kernels are
@@ -33,6 +36,8 @@ if not SIMULATOR:
                 "NUMBA_ENABLE_CUDASIM=1 was set after numba had been imported in this process; "
                 "run tests/cuda as a separate pytest invocation"
             )
+        if os.environ.get("NPDDPM_REQUIRE_CUDA_TESTS") == "1":
+            pytest.fail(f"NPDDPM_REQUIRE_CUDA_TESTS=1 but {reason}", pytrace=False)
         pytest.skip(reason, allow_module_level=True)
 
 import npddpm.kernels as K  # noqa: E402
