@@ -28,7 +28,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from common import environment, print_table, time_steps, write_json  # noqa: E402
+from train_common import environment, print_table, time_steps, write_json  # noqa: E402
 
 # ----------------------------------------------------------------------------- FLOP counts
 
@@ -122,7 +122,7 @@ def worker_torch(cfg: dict) -> dict:
 
 
 def worker_probe(cfg: dict) -> dict:
-    from common import matmul_probe
+    from train_common import matmul_probe
 
     return {"gflops": matmul_probe(1024)}
 
