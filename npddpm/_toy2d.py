@@ -7,10 +7,11 @@ checkerboard (uniform on 8 squares); for the curve-based sets a point is drawn a
 
 .. math:: p(x) = \int p(t)\, p_\text{noise}(x - c(t))\, dt ,
 
-which is evaluated by composite Gauss–Legendre quadrature in ``t``, with panels short enough
-(at most one noise standard deviation of arc length) that the quadrature error is below
-1e-10 relative (checked in the tests against a rule four times finer). The pinwheel is a smooth
-invertible twist of a Gaussian; its density is summed over the preimages of ``x``.
+which is evaluated by composite Gauss–Legendre quadrature in ``t`` (16 nodes per panel, each
+panel at most one noise standard deviation of arc length). Against a rule with four times as
+many panels the log density agrees to 1e-12 near the data and to 1e-8 up to 5 units away
+(checked in the tests). The pinwheel is a smooth, locally invertible twist of a Gaussian; its
+density is summed over the preimages of ``x``.
 
 This module is private; the public entry point is :func:`npddpm.data.get`.
 """
@@ -22,6 +23,7 @@ import math
 import numpy as np
 from scipy.special import i0e, logsumexp
 
+from ._checks import as_int
 from ._datasets import Dataset, as_points
 
 __all__ = [
@@ -119,7 +121,7 @@ class GaussianMixtureData(Dataset):
     covariances : ndarray, shape (K, D, D)
     """
 
-    def __init__(self, name: str, weights, means, covariances) -> None:
+    def __init__(self, name: str, weights: object, means: object, covariances: object) -> None:
         self.weights = np.asarray(weights, dtype=np.float64)
         self.means = np.asarray(means, dtype=np.float64)
         self.covariances = np.asarray(covariances, dtype=np.float64)
@@ -149,7 +151,7 @@ class GaussianMixtureData(Dataset):
         z = rng.standard_normal((n, self.dim))
         return self.means[comp] + np.einsum("nij,nj->ni", self._chol[comp], z)
 
-    def log_prob(self, x) -> np.ndarray:
+    def log_prob(self, x: object) -> np.ndarray:
         x = as_points(x, self.dim)
         out = np.empty(x.shape[0])
         k = self.weights.size
@@ -201,9 +203,10 @@ class _CurveGaussian(Dataset):
         """Quadrature points on the curve(s) (K, 2) and log(weight × p(t) × component weight)."""
         raise NotImplementedError
 
-    def log_prob(self, x, *, refine: int = 1) -> np.ndarray:
+    def log_prob(self, x: object, *, refine: int = 1) -> np.ndarray:
+        """Exact log density (nats), shape (n,); ``refine`` multiplies the panel count."""
         x = as_points(x, 2)
-        pts, logw = self._curve_nodes(refine)
+        pts, logw = self._curve_nodes(as_int(refine, "refine", minimum=1))
         return _curve_gauss_logpdf(x, np.ascontiguousarray(pts), logw, self.sigma)
 
 
@@ -325,7 +328,7 @@ class Circles(Dataset):
         pts = r[:, None] * np.stack([np.cos(phi), np.sin(phi)], axis=1)
         return pts + self.sigma * rng.standard_normal((n, 2))
 
-    def log_prob(self, x) -> np.ndarray:
+    def log_prob(self, x: object) -> np.ndarray:
         x = as_points(x, 2)
         rho = np.hypot(x[:, 0], x[:, 1])
         s2 = self.sigma**2
@@ -358,7 +361,7 @@ class Checkerboard(Dataset):
         parity = (np.floor(u[:, 0]) + np.floor(u[:, 1])) % 2 == 0
         return inside & parity
 
-    def log_prob(self, x) -> np.ndarray:
+    def log_prob(self, x: object) -> np.ndarray:
         return np.where(self.in_support(x), -math.log(32.0), -np.inf)
 
 
@@ -390,7 +393,9 @@ class Pinwheel(Dataset):
         y = np.stack([c * f[:, 0] + s * f[:, 1], -s * f[:, 0] + c * f[:, 1]], axis=1)
         return 2.0 * y
 
-    def log_prob(self, x, *, grid: int = 512) -> np.ndarray:
+    def log_prob(self, x: object, *, grid: int = 512) -> np.ndarray:
+        """Exact log density (nats), shape (n,); roots bracketed on ``grid`` points."""
+        grid = as_int(grid, "grid", minimum=16)
         y = as_points(x, 2) / 2.0
         n = y.shape[0]
         lo, hi = 1.0 - 8 * self.radial_std, 1.0 + 8 * self.radial_std

@@ -28,8 +28,8 @@ Examples
 --------
 >>> from npddpm import data
 >>> ds = data.get("8gaussians")
->>> x = ds.sample(2000, rng=0)           # (2000, 2) float64
->>> float(-ds.log_prob(x).mean())         # ≈ the entropy, 2.84 nats
+>>> x = ds.sample(2000, rng=0)            # (2000, 2) float64
+>>> nll = -ds.log_prob(x).mean()          # ≈ the entropy, 2.84 nats
 """
 
 from __future__ import annotations
