@@ -330,9 +330,8 @@ def neg_log_likelihood(dataset: Dataset, x: object) -> tuple[float, float]:
     nlp = -dataset.log_prob(x)
     if not np.all(np.isfinite(nlp)):
         return math.inf, math.nan
-    return float(nlp.mean()), float(
-        nlp.std(ddof=1) / math.sqrt(nlp.size)
-    ) if nlp.size > 1 else math.nan
+    se = float(nlp.std(ddof=1) / math.sqrt(nlp.size)) if nlp.size > 1 else math.nan
+    return float(nlp.mean()), se
 
 
 def entropy_estimate(
