@@ -170,7 +170,12 @@ def test_parameterisation_round_trips(s, data_):
     d = GaussianDiffusion(s)
     xt = d.q_sample(x0, t, eps)
     sr = s.sqrt_recip_alphas_cumprod[t][:, None]
-    finite = np.isfinite(sr[:, 0])
+    finite = np.isfinite(sr[:, 0])  # ᾱ = 0 at a terminal β = 1: x̂₀ is undefined there
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        _check_round_trips(s, d, t, x0, eps, xt, sr, finite)
+
+
+def _check_round_trips(s, d, t, x0, eps, xt, sr, finite):
     # errors: x̂₀ recovery cancels terms of size √(1/ᾱ)(|x_t| + |ε|); plus B_t on coefficients
     tol = (32 * U * np.where(np.isfinite(sr), sr, 0) + 8 * err_bound(s, t)[:, None]) * (
         np.abs(xt) + np.abs(eps) + 1
