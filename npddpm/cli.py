@@ -23,6 +23,8 @@ def _build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train, sample and evaluate on the embedded default")
     demo.add_argument("--out", default="npddpm-demo", help="output directory")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--steps", type=int, default=None, help="training steps (default 3000)")
+    demo.add_argument("--n", type=int, default=2000, help="samples to draw and score")
 
     vec = sub.add_parser("vectors", help="test vectors for other implementations")
     vsub = vec.add_subparsers(dest="vectors_command", metavar="ACTION", parser_class=_Parser)
@@ -87,11 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     if args.command == "demo":
-        print(
-            "npddpm demo: not built yet — training lands with the main-job issue; "
-            "the schedules and their checks are available now (see README)."
-        )
-        return 0
+        return _demo(args)
     if args.command == "vectors":
         return _vectors(parser, args)
     if args.command == "conform":
@@ -100,6 +98,28 @@ def main(argv: list[str] | None = None) -> int:
         return _verify(args.quiet)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .demo import run_demo
+
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".npddpm-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        return _fail(f"cannot write to output directory {out}: {exc.strerror or exc}")
+    if args.steps is not None and args.steps < 1:
+        return _fail(f"--steps must be >= 1, got {args.steps}")
+    if args.n < 10:
+        return _fail(f"--n must be >= 10, got {args.n}")
+    run_demo(out, progress=not args.quiet, steps=args.steps, n=args.n)
+    print(f"wrote {out / 'metrics.json'} and {out / 'samples.npz'}")
+    return 0
 
 
 def _fail(message: str) -> int:

@@ -61,6 +61,9 @@ class TrainConfig:
         Adam learning rate, linear warm-up, global-norm clipping and EMA decay.
     seed : int
         Seeds the data/timestep/noise generator and the model initialisation.
+    backend : {"numpy", "cpu", "cuda"}
+        Where ``q_sample`` runs (:mod:`npddpm.kernels`); the noise is still drawn from the
+        run's generator, so the backends see the same x_t up to float rounding.
     checkpoint_every, log_every : int
         Checkpoint and log periods in steps (a checkpoint is also written at the end).
     """
@@ -81,11 +84,13 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     ema_decay: float = 0.999
     seed: int = 0
+    backend: str = "numpy"
     checkpoint_every: int = 1000
     log_every: int = 50
 
     def __post_init__(self) -> None:
         choose(self.model, "model", MODELS)
+        choose(self.backend, "backend", ("numpy", "cpu", "cuda"))
         choose(self.mean_type, "mean_type", MEAN_TYPES)
         choose(self.var_type, "var_type", VAR_TYPES)
         choose(self.loss_type, "loss_type", LOSS_TYPES)
@@ -206,9 +211,14 @@ class Trainer:
         x0 = np.asarray(self.dataset.sample(B, self.rng), dtype=dtype)
         t = self.rng.integers(0, d.num_timesteps, size=B)
         noise = self.rng.standard_normal(x0.shape).astype(dtype)
-        x_t = d.q_sample(x0, t, noise)
+        if cfg.backend == "numpy":
+            x_t = d.q_sample(x0, t, noise)
+        else:
+            from . import kernels
+
+            x_t = np.asarray(kernels.q_sample(d.schedule, x0, t, noise, backend=cfg.backend))
         out, cache = self.model.forward(x_t, d.model_timesteps(t))
-        terms, grad = d.training_losses(out, x0, t, noise)
+        terms, grad = d.training_losses(out, x0, t, noise, x_t=x_t)
         loss = float(np.mean(terms["loss"]))
         if not math.isfinite(loss):
             raise TrainingError(

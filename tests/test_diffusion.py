@@ -456,3 +456,20 @@ def test_bad_input():
     learned = GaussianDiffusion(LIN, var_type="learned")
     with pytest.raises(ValueError, match="twice the channels"):
         learned.p_mean_variance(eps, x0, EDGE_T)
+
+
+def test_ddim_at_zero_terminal_snr_is_finite():
+    """With ᾱ_{T−1} = 0 (Lin et al. 2023) a v-model's DDIM step from T−1 is x_prev =
+    √ᾱ_prev·x̂₀ + √(1 − ᾱ_prev)·x_t (ε = x_t exactly there); the recip form is ∞/∞."""
+    from npddpm.schedules import rescale_zero_terminal_snr
+
+    s = Schedule(rescale_zero_terminal_snr(LIN.betas))
+    d = GaussianDiffusion(s, mean_type="v")
+    rng = np.random.default_rng(0)
+    x_t, v = rng.standard_normal((3, 2)), rng.standard_normal((3, 2))
+    t = np.full(3, 999)
+    out = d.ddim_sample(v, x_t, t, clip_denoised=False)
+    x0 = -v  # x̂₀ = √ᾱ·x_t − √(1−ᾱ)·v with ᾱ = 0
+    ab_prev = s.alphas_cumprod[998]
+    expected = np.sqrt(ab_prev) * x0 + np.sqrt(1 - ab_prev) * x_t
+    assert np.allclose(out["sample"], expected, rtol=1e-12, atol=1e-14)
