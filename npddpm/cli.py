@@ -23,7 +23,7 @@ def _build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train, sample and evaluate on the embedded default")
     demo.add_argument("--out", default="npddpm-demo", help="output directory")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    demo.add_argument("--steps", type=int, default=None, help="training steps (default 3000)")
+    demo.add_argument("--steps", type=int, default=None, help="training steps (default 6000)")
     demo.add_argument("--n", type=int, default=2000, help="samples to draw and score")
 
     vec = sub.add_parser("vectors", help="test vectors for other implementations")

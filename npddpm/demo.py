@@ -38,7 +38,7 @@ DEMO_CONFIG = dict(
     var_type="learned_range",
     loss_type="rescaled_mse",
     batch_size=512,
-    steps=3000,
+    steps=6000,
     lr=2e-3,
     warmup_steps=100,
     grad_clip=1.0,
@@ -84,12 +84,16 @@ def run_demo(
     n: int = 2000,
     steps: int | None = None,
     backend: str = "cpu",
+    vlb_n: int = 500,
+    num_timesteps: int | None = None,
+    figures: bool = True,
     log=print,
 ) -> dict[str, Any]:
     """Run the demo and return the metrics dict (also written to ``metrics.json``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = TrainConfig(**{**DEMO_CONFIG, **({"steps": steps} if steps else {})})
+    overrides = {"steps": steps, "num_timesteps": num_timesteps}
+    cfg = TrainConfig(**{**DEMO_CONFIG, **{k: v for k, v in overrides.items() if v}})
     t0 = time.perf_counter()
     trainer = Trainer(cfg)
     trainer.run(out, progress=progress)
@@ -103,7 +107,7 @@ def run_demo(
     # learned variances: the NumPy path (the fused kernels implement fixed variances)
     x_ddpm = samplers.ddpm(d, den, (n, 2), seed=1, clip_denoised=False, progress=progress)
     d100 = GaussianDiffusion(
-        d.schedule.respace(inference_timesteps(d.num_timesteps, 100)),
+        d.schedule.respace(inference_timesteps(d.num_timesteps, min(100, d.num_timesteps))),
         mean_type=cfg.mean_type,
         var_type=cfg.var_type,
     )
@@ -123,7 +127,7 @@ def run_demo(
         "oracle_ddpm": _metrics.evaluate(ds, x_oracle, rng=21),
     }
     # the model's variational bound on held-out data (continuous decoder), in nats
-    x_test = ds.sample(500, np.random.default_rng(12))
+    x_test = ds.sample(vlb_n, np.random.default_rng(12))
     vlb = d.calc_bpd_loop(den, x_test, clip_denoised=False, decoder="gaussian", seed=13)
     nats = vlb["total_bpd"] * x_test.shape[1] * math.log(2)
     ent = -ds.log_prob(ds.sample(200_000, np.random.default_rng(14)))
@@ -142,7 +146,8 @@ def run_demo(
     }
     np.savez(out / "samples.npz", samples=x_ddpm, ddim=x_ddim, oracle=x_oracle, data=real)
     _write_json(out / "metrics.json", summary)
-    _figures(out, real, x_ddpm, x_oracle, den, d)
+    if figures:
+        _figures(out, real, x_ddpm, x_oracle, den, d)
     log(format_summary(summary))
     return summary
 

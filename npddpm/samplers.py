@@ -35,7 +35,7 @@ from . import rng
 from ._checks import choose
 from .diffusion import DenoisedFn, GaussianDiffusion
 
-__all__ = ["BACKENDS", "ddim", "ddpm"]
+__all__ = ["BACKENDS", "annealed_langevin", "ddim", "ddpm", "langevin", "predictor_corrector"]
 
 BACKENDS = ("numpy", "cpu", "cuda")
 Array = np.ndarray
@@ -336,3 +336,8 @@ def ddim(
         return_trajectory,
         in_kernel=kernel_lv is not None,
     )
+
+
+# Score-based samplers live in their own module; re-exported here so that every sampler is
+# reachable as npddpm.samplers.<name>.
+from .langevin import annealed_langevin, langevin, predictor_corrector  # noqa: E402
