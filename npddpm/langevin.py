@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from . import rng
 from .diffusion import GaussianDiffusion
 
 __all__ = [
@@ -40,11 +41,11 @@ ScoreFn = Callable[[np.ndarray], np.ndarray]
 
 
 def _step_noise(seed: int, step: int, shape: tuple[int, ...], dtype) -> Array:
-    return (
-        np.random.default_rng([int(seed), int(step), 0])
-        .standard_normal(shape)
-        .astype(dtype, copy=False)
-    )
+    """Normals of step ``step``: the counter-based stream (seed, step) of :mod:`npddpm.rng`,
+    which the fused ``langevin_step`` kernel evaluates in-kernel on every backend."""
+    dt = np.dtype(dtype)
+    gen = dt if dt in (np.dtype(np.float32), np.dtype(np.float64)) else np.dtype(np.float64)
+    return rng.standard_normal(int(seed), int(step), shape, gen).astype(dt, copy=False)
 
 
 def _step_uniform(seed: int, step: int, n: int) -> Array:
@@ -123,6 +124,7 @@ def langevin(
     callback: Callable[[dict[str, Any]], None] | None = None,
     return_trajectory: bool = False,
     return_info: bool = False,
+    backend: str = "numpy",
 ):
     r"""Unadjusted Langevin (ULA) or, with ``metropolis=True``, MALA (Roberts & Tweedie 1996).
 
@@ -148,6 +150,9 @@ def langevin(
         Also return every state, shape (n_steps + 1, B, ...).
     return_info : bool
         Also return ``{"acceptance_rate": float}`` (1.0 for ULA).
+    backend : {"numpy", "cpu", "cuda"}
+        Where the update x + (δ/2)·g + √δ·z runs (:func:`npddpm.kernels.langevin_step`); the
+        same seed gives the same chain on every backend.
 
     Returns
     -------
@@ -157,6 +162,8 @@ def langevin(
     n = _count(n_steps, "n_steps")
     if not callable(score_fn):
         raise TypeError("score_fn must be callable as score_fn(x) -> grad log p(x)")
+    if backend not in ("numpy", "cpu", "cuda"):
+        raise ValueError(f"unknown backend {backend!r}; available backends: numpy, cpu, cuda")
     if metropolis and not callable(log_prob):
         raise ValueError("metropolis=True needs log_prob= (a callable x -> log p(x), shape (B,))")
     x = np.array(x0, dtype=np.result_type(np.asarray(x0).dtype, np.float32), copy=True)
@@ -174,9 +181,26 @@ def langevin(
     lp = np.asarray(log_prob(x), dtype=np.float64) if metropolis else None
     sq = math.sqrt(delta)
     for k in range(n):
-        z = noise[k] if noise is not None else _step_noise(seed, k, x.shape, x.dtype)
-        mean_x = x + (delta / 2) * s
-        y = mean_x + sq * z
+        if backend != "numpy":  # the fused kernel, noise in-kernel from (seed, stream = k)
+            from . import kernels
+
+            z = None if noise is None else np.ascontiguousarray(noise[k], dtype=x.dtype)
+            y = np.asarray(
+                kernels.langevin_step(
+                    np.ascontiguousarray(x),
+                    np.ascontiguousarray(s),
+                    delta,
+                    z,
+                    seed=None if z is not None else seed,
+                    stream=k,
+                    backend=backend,
+                )
+            )
+            mean_x = x + (delta / 2) * s if metropolis else None
+        else:
+            z = noise[k] if noise is not None else _step_noise(seed, k, x.shape, x.dtype)
+            mean_x = x + (delta / 2) * s
+            y = mean_x + sq * z
         if metropolis:
             s_y = _score(score_fn, y)
             lp_y = np.asarray(log_prob(y), dtype=np.float64)
