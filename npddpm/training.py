@@ -211,15 +211,17 @@ class Trainer:
         x0 = np.asarray(self.dataset.sample(B, self.rng), dtype=dtype)
         t = self.rng.integers(0, d.num_timesteps, size=B)
         noise = self.rng.standard_normal(x0.shape).astype(dtype)
-        if cfg.backend == "numpy":
-            x_t = d.q_sample(x0, t, noise)
-        else:
-            from . import kernels
+        # a diverging run produces inf/NaN here; it is caught by the finiteness check below
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if cfg.backend == "numpy":
+                x_t = d.q_sample(x0, t, noise)
+            else:
+                from . import kernels
 
-            x_t = np.asarray(kernels.q_sample(d.schedule, x0, t, noise, backend=cfg.backend))
-        out, cache = self.model.forward(x_t, d.model_timesteps(t))
-        terms, grad = d.training_losses(out, x0, t, noise, x_t=x_t)
-        loss = float(np.mean(terms["loss"]))
+                x_t = np.asarray(kernels.q_sample(d.schedule, x0, t, noise, backend=cfg.backend))
+            out, cache = self.model.forward(x_t, d.model_timesteps(t))
+            terms, grad = d.training_losses(out, x0, t, noise, x_t=x_t)
+            loss = float(np.mean(terms["loss"]))
         if not math.isfinite(loss):
             raise TrainingError(
                 f"non-finite loss ({loss}) at step {self.step + 1}; parameters were not "
