@@ -30,7 +30,15 @@ from .diffusion import LOSS_TYPES, MEAN_TYPES, VAR_TYPES, GaussianDiffusion
 from .io import load_checkpoint, save_checkpoint
 from .schedules import Schedule
 
-__all__ = ["TrainConfig", "Trainer", "TrainingError", "build_diffusion", "build_model", "train"]
+__all__ = [
+    "TrainConfig",
+    "Trainer",
+    "TrainingError",
+    "build_diffusion",
+    "build_model",
+    "load_for_sampling",
+    "train",
+]
 
 MODELS = ("mlp", "unet")
 
@@ -379,3 +387,28 @@ def _progress(total: int, initial: int = 0, enabled: bool = True):
     return tqdm(
         total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, leave=False
     )
+
+
+def load_for_sampling(path: str | os.PathLike, *, ema: bool = True):
+    """Rebuild ``(config, diffusion, denoiser)`` from a training checkpoint.
+
+    ``denoiser(x_t, t)`` runs the model (EMA parameters unless ``ema=False``) in its own
+    dtype and returns the output in x_t's dtype.
+    """
+    arrays, header = load_checkpoint(path)
+    if header.get("kind") != "npddpm-train":
+        raise ValueError(f"{path}: not a training checkpoint")
+    config = TrainConfig.from_dict(header["config"])
+    model = build_model(config, tuple(header["example_shape"]))
+    prefix = "ema/ema/" if ema else "params/"
+    for k, p in model.params.items():
+        src = arrays.get(prefix + k)
+        if src is None or src.shape != p.shape:
+            raise ValueError(f"{path}: parameter {k!r} is missing or has the wrong shape")
+        p[...] = src
+
+    def denoiser(x_t, t):
+        out, _ = model.forward(np.asarray(x_t, dtype=model.dtype), t)
+        return out.astype(np.asarray(x_t).dtype, copy=False)
+
+    return config, build_diffusion(config), denoiser
