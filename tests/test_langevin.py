@@ -205,3 +205,15 @@ def test_langevin_cpu_backend_equals_numpy(dtype):
         log_prob=mix_logpdf,
     )
     assert np.array_equal(c, d)
+
+
+def test_pc_and_annealed_backends_agree():
+    gm = GaussianMixture([0.5, 0.5], [[-0.6], [0.6]], [0.04, 0.04])
+    d = GaussianDiffusion(Schedule.from_name("cosine", 30))
+    den = gm.denoiser(d)
+    a = predictor_corrector(d, den, (64, 1), seed=2)
+    b = predictor_corrector(d, den, (64, 1), seed=2, backend="cpu")
+    assert np.array_equal(a, b)
+    c = annealed_langevin(d, den, (64, 1), n_steps_each=2, step_lr=1e-3, seed=1)
+    e = annealed_langevin(d, den, (64, 1), n_steps_each=2, step_lr=1e-3, seed=1, backend="cpu")
+    assert np.array_equal(c, e)
