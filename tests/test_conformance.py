@@ -235,3 +235,19 @@ def test_improved_diffusion_style_adapter():
     bad = IDStyle(Impl(COS, fault="last_noise"))
     r = check(ImprovedDiffusionAdapter(bad, dtype=np.float64, noise_hook=bad.set_noise))
     assert any("noise added at the last step" in f for f in r.faults()), r.table()
+
+
+@pytest.mark.torch
+def test_diffusers_float16_add_noise_is_a_known_divergence(diffusers):
+    from npddpm.conformance import DiffusersAdapter
+
+    ad = DiffusersAdapter(
+        diffusers.DDPMScheduler(num_train_timesteps=1000), sample_dtype=np.float16
+    )
+    r = check(ad)
+    q_rows = [row for row in r.rows if row.quantity == "q_sample"]
+    assert any(row.verdict == "known" and "float16" in row.diagnosis for row in q_rows), r.table()
+    assert r.conforms, r.table()
+    # and the same float16 cast in an implementation that is not diffusers is a fault
+    bad = check(Impl(COS, fault="float16").adapter())
+    assert any("ᾱ cast to float16" == f for f in bad.faults()), bad.table()

@@ -246,11 +246,17 @@ class DiffusersAdapter(Adapter):
     """
 
     def __init__(
-        self, scheduler: Any, *, num_inference_steps: int | None = None, name: str | None = None
+        self,
+        scheduler: Any,
+        *,
+        num_inference_steps: int | None = None,
+        name: str | None = None,
+        sample_dtype: Any = np.float32,
     ) -> None:
         import torch
 
         self.torch = torch
+        self.sample_dtype = np.dtype(sample_dtype)
         self.sched = scheduler
         cfg = scheduler.config
         self.kind = "ddim" if type(scheduler).__name__.startswith("DDIM") else "ddpm"
@@ -288,11 +294,10 @@ class DiffusersAdapter(Adapter):
 
     def q_sample(self, x0, t, noise):
         ts = self.torch.full((len(x0),), t, dtype=self.torch.long)
-        return (
-            self.sched.add_noise(self._tensor(x0), self._tensor(noise), ts)
-            .numpy()
-            .astype(np.float64)
-        )
+        dt = self.sample_dtype  # add_noise computes in the samples' dtype (float16: B.10.10)
+        x0_t = self.torch.from_numpy(np.ascontiguousarray(x0, dtype=dt))
+        z_t = self.torch.from_numpy(np.ascontiguousarray(noise, dtype=dt))
+        return self.sched.add_noise(x0_t, z_t, ts).float().numpy().astype(np.float64)
 
     def ddpm_step(self, model_output, x_t, t, noise):
         if self.kind != "ddpm":
