@@ -31,7 +31,7 @@ from .blocks import (
     res_block_forward,
     res_block_params,
 )
-from .conv import conv2d_backward, conv2d_forward
+from .conv import conv2d_nhwc_backward, conv2d_nhwc_forward
 from .layers import (
     avg_pool_backward,
     avg_pool_forward,
@@ -233,12 +233,13 @@ class UNet:
         e2, c2 = silu_forward(e1)
         temb, c3 = linear_forward(e2, p["temb.1.w"], p["temb.1.b"])
 
+        # Channels-last inside (contiguous im2col copies, no transposes around products).
         ops: list[tuple] = []
-        h, c = conv2d_forward(x, p["conv_in.w"], p["conv_in.b"], 1, 1)
+        h, c = conv2d_nhwc_forward(x.transpose(0, 2, 3, 1), p["conv_in.w"], p["conv_in.b"], 1, 1)
         ops.append(("conv", "conv_in", c))
 
         def res(prefix: str, h: np.ndarray) -> np.ndarray:
-            h, c = res_block_forward(h, temb, self._sub(prefix), g)
+            h, c = res_block_forward(h, temb, self._sub(prefix), g, channels_last=True)
             ops.append(("res", prefix, c))
             return h
 
@@ -250,27 +251,30 @@ class UNet:
             skips.append(h)
             ops.append(("skip", i, None))
             if i < levels - 1:
-                h, c = avg_pool_forward(h)
+                h, c = avg_pool_forward(h, channels_last=True)
                 ops.append(("pool", None, c))
         h = res("mid.0", h)
         if self.attention:
-            h, c = attention_block_forward(h, self._sub("mid.attn"), g, self.heads)
+            h, c = attention_block_forward(
+                h, self._sub("mid.attn"), g, self.heads, channels_last=True
+            )
             ops.append(("attn", "mid.attn", c))
         h = res("mid.1", h)
         for i in reversed(range(levels)):
             if i < levels - 1:
-                h, c = upsample_forward(h)
+                h, c = upsample_forward(h, channels_last=True)
                 ops.append(("up", None, c))
-            ops.append(("concat", i, h.shape[1]))
-            h = np.concatenate([h, skips[i]], axis=1)
+            ops.append(("concat", i, h.shape[-1]))
+            h = np.concatenate([h, skips[i]], axis=-1)
             for j in range(self.num_res_blocks):
                 h = res(f"up{i}.{j}", h)
-        h, c = group_norm_forward(h, p["out.gn.g"], p["out.gn.b"], g)
+        h, c = group_norm_forward(h, p["out.gn.g"], p["out.gn.b"], g, channels_last=True)
         ops.append(("gn", "out.gn", c))
         h, c = silu_forward(h)
         ops.append(("silu", None, c))
-        out, c = conv2d_forward(h, p["out.conv.w"], p["out.conv.b"], 1, 1)
+        out, c = conv2d_nhwc_forward(h, p["out.conv.w"], p["out.conv.b"], 1, 1)
         ops.append(("conv", "out.conv", c))
+        out = np.ascontiguousarray(out.transpose(0, 3, 1, 2))
         return out, _UNetCache(self, n, ops, (c1, c2, c3))
 
     def backward(self, dout: np.ndarray, cache: _UNetCache) -> dict[str, np.ndarray]:
@@ -293,10 +297,10 @@ class UNet:
         grads: dict[str, np.ndarray] = {}
         dtemb = np.zeros((cache.n, self.time_embed_dim), dtype=self.dtype)
         dskips: dict[int, np.ndarray] = {}
-        dh = dout
+        dh = np.ascontiguousarray(dout.transpose(0, 2, 3, 1))
         for kind, key, c in reversed(cache.ops):
             if kind == "conv":
-                dh, gr = conv2d_backward(dh, c)
+                dh, gr = conv2d_nhwc_backward(dh, c)
                 grads[f"{key}.w"], grads[f"{key}.b"] = gr["w"], gr["b"]
             elif kind == "res":
                 (dh, de), gr = res_block_backward(dh, c)
@@ -315,8 +319,8 @@ class UNet:
             elif kind == "up":
                 dh, _ = upsample_backward(dh, c)
             elif kind == "concat":
-                dskips[key] = dh[:, c:]
-                dh = dh[:, :c]
+                dskips[key] = dh[..., c:]
+                dh = dh[..., :c]
             elif kind == "skip":
                 dh = dh + dskips.pop(key)
         c1, c2, c3 = cache.temb_caches
@@ -326,7 +330,8 @@ class UNet:
         _, gr = linear_backward(de, c1)
         grads["temb.0.w"], grads["temb.0.b"] = gr["w"], gr["b"]
         grads = {k: grads[k] for k in self.params}  # same order as params
-        return (dh if input_grad else None), grads
+        dx = np.ascontiguousarray(dh.transpose(0, 3, 1, 2)) if input_grad else None
+        return dx, grads
 
     def __call__(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Denoiser interface: the model output for ``x`` cast to the model's dtype."""
