@@ -236,6 +236,7 @@ class MLP:
                 for r0, r1 in itertools.pairwise(bounds)
             ]
         emb = self._embedding(t)
+        self._kernels()  # compile (once) here, not in the worker threads
         out = np.empty((n, self.out_dim), dtype=self.dtype)
         jobs = [
             (ws, x[r0:r1], emb[r0:r1], out[r0:r1])
