@@ -40,17 +40,18 @@ def compare(model, tmodel, x, t, rng, dtype):
     "dtype, fused", [(np.float64, False), (np.float32, False), (np.float32, True)]
 )
 @pytest.mark.parametrize(
-    "cfg",
+    "cfg, n",
     [
-        dict(dim=2, hidden=32, num_blocks=2),
-        dict(dim=5, hidden=7, num_blocks=0, learn_sigma=True, time_embed_dim=9),
+        (dict(dim=2, hidden=32, num_blocks=2, threads=1), 64),
+        (dict(dim=2, hidden=32, num_blocks=2, threads=2), 600),  # two data-parallel chunks
+        (dict(dim=5, hidden=7, num_blocks=0, learn_sigma=True, time_embed_dim=9), 64),
     ],
 )
-def test_mlp_matches_torch(dtype, fused, cfg):
+def test_mlp_matches_torch(dtype, fused, cfg, n):
     rng = np.random.default_rng(0)
     model = MLP(**cfg, dtype=dtype, fused=fused, seed=3)
-    x = rng.standard_normal((64, cfg["dim"])).astype(dtype)
-    t = rng.integers(0, 4000, 64)  # beyond 1000: the embedding tables grow on both sides
+    x = rng.standard_normal((n, cfg["dim"])).astype(dtype)
+    t = rng.integers(0, 4000, n)  # beyond 1000: the embedding tables grow on both sides
     compare(model, torch_mlp(model, TORCH_DTYPE[dtype]), x, t, rng, dtype)
 
 
