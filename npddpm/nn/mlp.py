@@ -113,6 +113,8 @@ class MLP:
         the GIL), and the chunks' parameter gradients are summed. ``None`` uses every CPU this
         process may run on; 1 runs one chunk with BLAS's own threads. Results do not depend
         on timing, but the summation order (and so the last bits) depends on ``threads``.
+        While a multi-chunk pass runs, OpenBLAS is set to one thread process-wide (and
+        restored afterwards).
 
     Attributes
     ----------
