@@ -247,9 +247,10 @@ def group_norm_forward(
     c = x.shape[-1] if channels_last else x.shape[1]
     if c % groups:
         raise ValueError(f"groups={groups} must divide the channel count {c}")
-    # Group view (N, G, M) with channels first, (N, S, G, C/G) with channels last.
-    xg = x.reshape(n, -1, groups, c // groups) if channels_last else x.reshape(n, groups, -1)
-    axes = (1, 3) if channels_last else (2,)
+    if channels_last:
+        return _group_norm_channels_last(x, gamma, beta, groups, eps)
+    xg = x.reshape(n, groups, -1)
+    axes = (2,)
     mu = xg.mean(axis=axes, keepdims=True)
     xc = xg - mu
     var = np.mean(xc * xc, axis=axes, keepdims=True)
@@ -275,13 +276,7 @@ def group_norm_backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dic
     xhat, rstd, gamma, groups, channels_last = cache
     n = xhat.shape[0]
     if channels_last:
-        c = xhat.shape[-1]
-        flat_dout, flat_xhat = dout.reshape(-1, c), xhat.reshape(-1, c)
-        dgamma = np.einsum("ij,ij->j", flat_dout, flat_xhat)
-        dbeta = flat_dout.sum(axis=0)
-        g = (dout * gamma).reshape(n, -1, groups, c // groups)
-        xg = xhat.reshape(n, -1, groups, c // groups)
-        axes: tuple[int, ...] = (1, 3)
+        return _group_norm_channels_last_backward(dout, cache)
     else:
         c = xhat.shape[1]
         red = (0, *range(2, xhat.ndim))
@@ -294,6 +289,46 @@ def group_norm_backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dic
     dx = rstd * (
         g - g.mean(axis=axes, keepdims=True) - xg * np.mean(g * xg, axis=axes, keepdims=True)
     )
+    return dx.reshape(xhat.shape), {"g": dgamma, "b": dbeta}
+
+
+def _group_sums(a: np.ndarray, groups: int) -> np.ndarray:
+    """(N, S, C) → per-(sample, group) sums broadcast back to channels, shape (N, 1, C)."""
+    n, _, c = a.shape
+    per_channel = a.sum(axis=1)  # contiguous reduction over positions
+    per_group = per_channel.reshape(n, groups, c // groups).sum(axis=2)
+    return np.repeat(per_group, c // groups, axis=1)[:, None, :]
+
+
+def _group_norm_channels_last(x, gamma, beta, groups, eps):
+    # Channels-last: reduce over positions first (contiguous rows of C values), then over
+    # the channels of each group, instead of reducing a strided (N, S, G, C/G) view.
+    n, c = x.shape[0], x.shape[-1]
+    x3 = x.reshape(n, -1, c)
+    m = x3.shape[1] * (c // groups)
+    inv_m = x.dtype.type(1.0 / m)
+    xc = x3 - _group_sums(x3, groups) * inv_m
+    var = _group_sums(xc * xc, groups) * inv_m
+    rstd = 1.0 / np.sqrt(var + x.dtype.type(eps))  # (N, 1, C)
+    xhat = xc * rstd
+    out = xhat * gamma + beta
+    return out.reshape(x.shape), (xhat.reshape(x.shape), rstd, gamma, groups, True)
+
+
+def _group_norm_channels_last_backward(dout, cache):
+    xhat, rstd, gamma, groups, _ = cache
+    n, c = xhat.shape[0], xhat.shape[-1]
+    d3 = dout.reshape(n, -1, c)
+    x3 = xhat.reshape(n, -1, c)
+    inv_m = xhat.dtype.type(1.0 / (x3.shape[1] * (c // groups)))
+    dxhat_x = d3 * x3
+    dgamma = dxhat_x.reshape(-1, c).sum(axis=0)
+    dbeta = d3.reshape(-1, c).sum(axis=0)
+    g = d3 * gamma
+    gx = dxhat_x
+    gx *= gamma
+    dx = g - _group_sums(g, groups) * inv_m - x3 * (_group_sums(gx, groups) * inv_m)
+    dx *= rstd
     return dx.reshape(xhat.shape), {"g": dgamma, "b": dbeta}
 
 
