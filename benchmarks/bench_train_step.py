@@ -28,7 +28,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from common import environment, print_table, time_steps, write_json  # noqa: E402
+from train_common import environment, print_table, time_steps, write_json  # noqa: E402
 
 # ----------------------------------------------------------------------------- FLOP counts
 
@@ -123,7 +123,7 @@ def worker_torch(cfg: dict) -> dict:
 
 
 def worker_probe(cfg: dict) -> dict:
-    from common import matmul_probe
+    from train_common import matmul_probe
 
     return {"gflops": matmul_probe(1024)}
 
@@ -224,7 +224,16 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     probe_gf = statistics.median(probe)
     cols = (
-        ["width", "batch", "npddpm_ms", "torch_ms", "speedup", "npddpm_GFLOP/s", "torch_GFLOP/s"]
+        [
+            "width",
+            "batch",
+            "npddpm_ms",
+            "torch_ms",
+            "speedup",
+            "npddpm_GFLOP/s",
+            "torch_GFLOP/s",
+            "load",
+        ]
         if args.model == "mlp"
         else ["side", "npddpm_ms", "torch_ms", "speedup", "load"]
     )

@@ -1,99 +1,170 @@
-"""Shared helpers for the benchmarks: timing, a matmul probe, a table printer and JSON output.
+"""Shared helpers of the benchmark harness: timing, the bandwidth probe, the result table.
 
-Benchmarks are not tests: they report speed, measured on whatever machine runs them. Absolute
-times move from machine to machine (±20–35 % between runs on shared 2-core machines), so every
-benchmark reports ratios measured in the same run.
+Benchmarks are not tests: they check nothing and report speed. Every ratio they print is
+taken within one run (kernel vs NumPy, kernel vs the STREAM-triad probe), because absolute
+times move between machines and between runs on shared machines.
+
+Later issues add their cases by appending :class:`Result` rows from their own ``bench_*``
+function (see ``benchmarks/run.py``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
 import statistics
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["environment", "matmul_probe", "print_table", "time_steps", "write_json"]
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # benchmark this checkout, not some installed npddpm
+    sys.path.insert(0, str(ROOT))
 
 
-def time_steps(
-    step: Callable[[], object], *, warmup: int = 3, min_time: float = 1.0, min_steps: int = 5
-) -> float:
-    """Run ``step`` ``warmup`` times, then time it for at least ``min_time`` seconds and
-    ``min_steps`` calls; return the median seconds per call over blocks of calls."""
+@dataclasses.dataclass
+class Result:
+    """One benchmark row. ``gbps`` counts the bytes the kernel must move (STREAM
+    convention: each array read or written once, no write-allocate traffic)."""
+
+    case: str
+    backend: str
+    seconds: float
+    nbytes: int | None = None
+    items: int | None = None
+    vs_numpy: float | None = None
+    vs_triad: float | None = None
+    note: str = ""
+
+    @property
+    def gbps(self) -> float | None:
+        return None if self.nbytes is None else self.nbytes / self.seconds / 1e9
+
+    @property
+    def items_per_s(self) -> float | None:
+        return None if self.items is None else self.items / self.seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["gbps"] = self.gbps
+        d["items_per_s"] = self.items_per_s
+        return d
+
+
+def best_time(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1) -> float:
+    """Best wall time of ``repeat`` calls after ``warmup`` untimed calls (compilation goes
+    in the warm-up, as asv's ``setup``)."""
     for _ in range(warmup):
-        step()
-    blocks: list[float] = []
-    start = time.perf_counter()
-    count = 0
-    while True:
+        fn()
+    times = []
+    for _ in range(repeat):
         t0 = time.perf_counter()
-        step()
-        blocks.append(time.perf_counter() - t0)
-        count += 1
-        if count >= min_steps and time.perf_counter() - start >= min_time:
-            break
-    return statistics.median(blocks)
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
 
 
-def matmul_probe(n: int = 1024, dtype: type = np.float32, min_time: float = 0.5) -> float:
-    """Achieved GFLOP/s of an ``n × n × n`` NumPy (OpenBLAS) matrix product."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n)).astype(dtype)
-    b = rng.standard_normal((n, n)).astype(dtype)
-    out = np.empty((n, n), dtype=dtype)
-    sec = time_steps(lambda: np.matmul(a, b, out=out), min_time=min_time)
-    return 2.0 * n**3 / sec / 1e9
+_TRIAD = None
 
 
-def environment() -> dict:
-    """Machine, library versions and thread settings, recorded beside every result."""
-    env = {
+def _triad_kernel():
+    global _TRIAD
+    if _TRIAD is None:
+        from numba import njit, prange
+
+        @njit(parallel=True, fastmath=False, cache=False)
+        def triad(a, b, c, s):
+            B, D = a.shape
+            for r in prange(B):
+                for j in range(D):
+                    a[r, j] = b[r, j] + s * c[r, j]
+
+        _TRIAD = triad
+    return _TRIAD
+
+
+def triad_probe(shape: tuple[int, int], dtype, *, repeat: int = 5) -> Result:
+    """STREAM triad ``a = b + s·c`` with Numba, parallel over rows: the memory-bandwidth
+    probe (3 arrays moved) that the kernels are compared with."""
+    triad = _triad_kernel()
+    b = np.ones(shape, dtype)
+    c = np.ones(shape, dtype)
+    a = np.empty(shape, dtype)
+    s = np.dtype(dtype).type(3.0)
+    t = best_time(lambda: triad(a, b, c, s), repeat=repeat)
+    return Result("stream_triad", "cpu", t, nbytes=3 * a.nbytes, note="bandwidth probe")
+
+
+def numpy_triad(shape: tuple[int, int], dtype, *, repeat: int = 5) -> Result:
+    b = np.ones(shape, dtype)
+    c = np.ones(shape, dtype)
+    a = np.empty(shape, dtype)
+    s = np.dtype(dtype).type(3.0)
+
+    def run():
+        np.multiply(c, s, out=a)
+        np.add(a, b, out=a)
+
+    t = best_time(run, repeat=repeat)
+    return Result("stream_triad", "numpy", t, nbytes=3 * a.nbytes, note="two ufunc passes")
+
+
+def environment() -> dict[str, Any]:
+    import numba
+
+    return {
         "python": platform.python_version(),
         "numpy": np.__version__,
+        "numba": numba.__version__,
         "machine": platform.machine(),
         "processor": platform.processor(),
         "cpu_count": os.cpu_count(),
+        "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "threading_layer": _threading_layer(),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        # Other work on a shared machine skews every time; the 1-minute load says how much.
-        "loadavg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
-    for var in (
-        "OMP_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "NUMBA_NUM_THREADS",
-        "OMP_WAIT_POLICY",
-    ):
-        if var in os.environ:
-            env[var] = os.environ[var]
-    return env
 
 
-def print_table(rows: Sequence[dict], columns: Sequence[str], title: str = "") -> None:
-    """Print ``rows`` (dicts) as an aligned text table of ``columns``."""
+def _threading_layer() -> str | None:
+    import numba
 
-    def fmt(v: object) -> str:
-        if isinstance(v, float):
-            return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
-        return str(v)
-
-    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    if title:
-        print(title)
-    print("  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True)))
-    for row in cells:
-        print("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel region has run yet
+        return None
 
 
-def write_json(path: str | Path, payload: dict) -> Path:
-    """Write ``payload`` as indented JSON (creating the directory)."""
-    path = Path(path)
+def _fmt(v: float | None, spec: str) -> str:
+    return "" if v is None else format(v, spec)
+
+
+def print_table(results: list[Result]) -> None:
+    header = (
+        f"{'case':<34} {'backend':<8} {'time ms':>10} {'GB/s':>7} {'items/s':>10} "
+        f"{'vs numpy':>9} {'vs triad':>9}  note"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(
+            f"{r.case:<34} {r.backend:<8} {r.seconds * 1e3:>10.2f} {_fmt(r.gbps, '.1f'):>7} "
+            f"{_fmt(r.items_per_s and r.items_per_s / 1e6, '.0f') + ('M' if r.items else ''):>10} "
+            f"{_fmt(r.vs_numpy, '.2f'):>9} {_fmt(r.vs_triad, '.0%'):>9}  {r.note}"
+        )
+
+
+def write_json(path: Path, results: list[Result], meta: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    return path
+    payload = {"meta": meta, "results": [r.as_dict() for r in results]}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)

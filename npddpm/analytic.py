@@ -1,0 +1,638 @@
+r"""The analytic oracle: Gaussian-mixture data, its exact noised marginals q(x_t), and the
+optimal denoiser for every parameterisation.
+
+For data :math:`x_0 \sim \sum_k w_k \mathcal N(\mu_k, \Sigma_k)` every marginal of the forward
+process is again a Gaussian mixture (Ho et al. 2020, Eq. 4):
+
+.. math::
+
+    q(x_t) = \sum_k w_k\, \mathcal N\big(\sqrt{\bar\alpha_t}\,\mu_k,\;
+             \bar\alpha_t \Sigma_k + (1 - \bar\alpha_t) I\big).
+
+Within component k, x₀ and x_t are jointly Gaussian, so with :math:`a = \sqrt{\bar\alpha_t}`,
+:math:`\sigma^2 = 1 - \bar\alpha_t` and :math:`S_k = a^2\Sigma_k + \sigma^2 I`,
+
+.. math::
+
+    E[x_0 | x_t, k] = \mu_k + a\Sigma_k S_k^{-1}(x_t - a\mu_k), \qquad
+    \mathrm{Cov}[x_0 | x_t, k] = \sigma^2 \Sigma_k S_k^{-1},
+
+and the responsibilities :math:`r_k(x_t) \propto w_k \mathcal N(x_t; a\mu_k, S_k)` mix them:
+``E[x₀|x_t] = Σ r_k m_k``, ``Cov[x₀|x_t] = Σ r_k (C_k + (m_k − m)(m_k − m)ᵀ)``. The score is
+``Σ r_k (−S_k⁻¹(x_t − aμ_k))`` and ``E[ε|x_t] = −σ·score`` (Tweedie).
+
+Numerics: everything is float64. Each Σ_k is diagonalised once, ``Σ_k = U_k Λ_k U_kᵀ``
+(``eigh``); then :math:`S_k = U_k(a^2\Lambda_k + \sigma^2)U_k^\top` for **every** t, so all solves
+are divisions by ``a²λ + σ² > 0`` in that basis — no matrix is ever inverted and per-row
+timesteps cost nothing extra. Responsibilities use log-sum-exp. Data log-densities use a
+Cholesky factor of Σ_k and triangular solves.
+
+For single-Gaussian data every sampler step with this oracle is affine in x_t and the noise,
+so :func:`sampler_moments` propagates the exact mean and covariance of the sampler's output
+(see ``reference/IMPLEMENTATIONS.md`` C6).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy.linalg import solve_triangular
+
+from ._checks import choose
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .diffusion import GaussianDiffusion
+    from .schedules import Schedule
+
+__all__ = [
+    "GaussianMixture",
+    "OracleDenoiser",
+    "SamplerMoments",
+    "sampler_affine_steps",
+    "sampler_moments",
+]
+
+Array = np.ndarray
+_LOG2PI = float(np.log(2.0 * np.pi))
+
+
+def _logsumexp(a: Array, axis: int) -> Array:
+    m = np.max(a, axis=axis, keepdims=True)
+    return (m + np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True))).squeeze(axis)
+
+
+class GaussianMixture:
+    r"""A Gaussian mixture :math:`\sum_k w_k \mathcal N(\mu_k, \Sigma_k)` in D dimensions.
+
+    Parameters
+    ----------
+    weights : array_like, shape (K,)
+        Non-negative, summing to 1 (within 1e-9).
+    means : array_like, shape (K, D)
+    covariances : array_like
+        Shape (K, D, D): full symmetric positive-definite matrices; (K, D): diagonals;
+        (K,): isotropic variances (Σ_k = s_k² I). The number of axes decides the form.
+
+    Attributes
+    ----------
+    weights, means : ndarray, float64
+    covariance_type : {"full", "diag", "isotropic"}
+    dim, num_components : int
+
+    Examples
+    --------
+    >>> gm = GaussianMixture([0.3, 0.7], [[-1.0, 0.0], [1.0, 0.5]], [0.1, 0.2])
+    >>> gm.covariance_type, gm.dim
+    ('isotropic', 2)
+    """
+
+    def __init__(self, weights: object, means: object, covariances: object) -> None:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.ndim != 1 or w.size == 0:
+            raise ValueError(f"weights must be a non-empty 1-D array (K,), got shape {w.shape}")
+        if not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise ValueError(f"weights must be finite and >= 0, got {w.tolist()}")
+        if abs(w.sum() - 1.0) > 1e-9:
+            raise ValueError(
+                f"weights must sum to 1, they sum to {w.sum()!r}; pass weights / weights.sum()"
+            )
+        K = w.size
+        mu = np.asarray(means, dtype=np.float64)
+        if mu.ndim != 2 or mu.shape[0] != K:
+            raise ValueError(
+                f"means must have shape (K, D) = ({K}, D) to match {K} weights, got {mu.shape}"
+            )
+        if not np.all(np.isfinite(mu)):
+            raise ValueError("means must be finite")
+        D = mu.shape[1]
+        cov = np.asarray(covariances, dtype=np.float64)
+        if not np.all(np.isfinite(cov)):
+            raise ValueError("covariances must be finite")
+        if cov.shape == (K,):
+            kind = "isotropic"
+            self._check_positive(cov, "variance")
+            lam = np.repeat(cov[:, None], D, axis=1)
+            U = None
+        elif cov.shape == (K, D):
+            kind = "diag"
+            self._check_positive(cov, "diagonal")
+            lam, U = cov.copy(), None
+        elif cov.shape == (K, D, D):
+            kind = "full"
+            lam, U = self._check_spd(cov)
+        else:
+            raise ValueError(
+                f"covariances must have shape (K, D, D) = ({K}, {D}, {D}) (full), ({K}, {D}) "
+                f"(diagonal) or ({K},) (isotropic) for {K} components in {D} dimensions, "
+                f"got {cov.shape}"
+            )
+        self.weights, self.means, self.covariance_type = w, mu, kind
+        self.dim, self.num_components = D, K
+        self._cov, self._lam, self._U = cov, lam, U
+        self._chol: dict[int, Array] = {}  # Cholesky factors, computed on first use
+        with np.errstate(divide="ignore"):
+            self._logw = np.log(w)
+        for arr in (self.weights, self.means, self._cov, self._lam):
+            arr.setflags(write=False)
+
+    # ---------------------------------------------------------------- validation
+
+    @staticmethod
+    def _check_positive(v: Array, what: str) -> None:
+        bad = np.flatnonzero(np.any(v.reshape(v.shape[0], -1) <= 0, axis=1))
+        if bad.size:
+            k = int(bad[0])
+            raise ValueError(
+                f"covariances[{k}] is not positive definite: every {what} must be > 0, got "
+                f"{np.min(v[k])!r}"
+            )
+
+    @staticmethod
+    def _check_spd(cov: Array) -> tuple[Array, Array]:
+        lams, Us = [], []
+        for k, c in enumerate(cov):
+            scale = max(float(np.max(np.abs(c))), np.finfo(float).tiny)
+            asym = float(np.max(np.abs(c - c.T)))
+            if asym > 1e-10 * scale:
+                raise ValueError(
+                    f"covariances[{k}] is not symmetric (max |Σ − Σᵀ| = {asym:.3g}); pass "
+                    "(Σ + Σᵀ) / 2"
+                )
+            lam, U = np.linalg.eigh(0.5 * (c + c.T))
+            if lam[0] <= 0 or lam[0] <= 1e-14 * lam[-1]:
+                raise ValueError(
+                    f"covariances[{k}] is not positive definite: its smallest eigenvalue is "
+                    f"{lam[0]:.3g} (largest {lam[-1]:.3g}); add a small multiple of I"
+                )
+            lams.append(lam)
+            Us.append(U)
+        U = np.stack(Us)
+        U.setflags(write=False)
+        return np.stack(lams), U
+
+    # ---------------------------------------------------------------- basic API
+
+    @property
+    def covariances(self) -> Array:
+        """The covariances in the form they were given: (K, D, D), (K, D) or (K,)."""
+        return self._cov
+
+    def covariance_matrices(self) -> Array:
+        """Full covariance matrices, shape (K, D, D)."""
+        if self._U is None:
+            return np.stack([np.diag(lam) for lam in self._lam])
+        return self._cov.copy()
+
+    def mean(self) -> Array:
+        """E[x₀], shape (D,)."""
+        return self.weights @ self.means
+
+    def covariance(self) -> Array:
+        """Cov[x₀] = Σ w_k (Σ_k + (μ_k − m)(μ_k − m)ᵀ), shape (D, D)."""
+        d = self.means - self.mean()
+        return np.einsum("k,kij->ij", self.weights, self.covariance_matrices()) + np.einsum(
+            "k,ki,kj->ij", self.weights, d, d
+        )
+
+    def _sqrt_factor(self, k: int) -> Array:
+        if self._U is None:
+            return np.diag(np.sqrt(self._lam[k]))
+        return self._U[k] * np.sqrt(self._lam[k])  # U Λ^{1/2}: (UΛ^{1/2})(UΛ^{1/2})ᵀ = Σ
+
+    def sample(self, n: int, rng: np.random.Generator) -> Array:
+        """``n`` independent draws, shape (n, D), float64."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(
+                f"rng must be a numpy Generator (np.random.default_rng(seed)), got {rng!r}"
+            )
+        comp = rng.choice(self.num_components, size=int(n), p=self.weights)
+        z = rng.standard_normal((int(n), self.dim))
+        x = np.empty_like(z)
+        for k in range(self.num_components):
+            idx = comp == k
+            x[idx] = self.means[k] + z[idx] @ self._sqrt_factor(k).T
+        return x
+
+    def _flat(self, x: object, name: str) -> tuple[Array, tuple[int, ...]]:
+        x = np.asarray(x)
+        if x.dtype.kind not in "fiu" or x.dtype == bool:
+            raise TypeError(f"{name} must be a real array, got dtype {x.dtype}")
+        if x.ndim < 2 or int(np.prod(x.shape[1:])) != self.dim:
+            raise ValueError(
+                f"{name} must have shape (B, {self.dim}) (or (B, ...) with {self.dim} values "
+                f"per row) for this {self.dim}-dimensional mixture, got {x.shape}"
+            )
+        return x.reshape(x.shape[0], self.dim).astype(np.float64), x.shape
+
+    def _cholesky(self, k: int) -> Array:
+        if k not in self._chol:
+            self._chol[k] = np.linalg.cholesky(self._cov[k])
+        return self._chol[k]
+
+    def log_prob(self, x: object) -> Array:
+        r"""log p(x) per row, shape (B,), via Cholesky solves and log-sum-exp."""
+        xf, _ = self._flat(x, "x")
+        logs = np.empty((xf.shape[0], self.num_components))
+        for k in range(self.num_components):
+            d = xf - self.means[k]
+            if self._U is None:
+                maha = np.sum(d * d / self._lam[k], axis=1)
+                logdet = np.sum(np.log(self._lam[k]))
+            else:
+                L = self._cholesky(k)
+                y = solve_triangular(L, d.T, lower=True)
+                maha = np.sum(y * y, axis=0)
+                logdet = 2.0 * np.sum(np.log(np.diag(L)))
+            logs[:, k] = self._logw[k] - 0.5 * (maha + logdet + self.dim * _LOG2PI)
+        return _logsumexp(logs, axis=1)
+
+    # ---------------------------------------------------------------- noised marginals
+
+    @staticmethod
+    def _coefs(schedule: Schedule, t: object, batch: int | None) -> tuple[Array, Array]:
+        t_arr = np.asarray(t)
+        if t_arr.dtype == bool or t_arr.dtype.kind not in "iu":
+            raise TypeError(f"t must be an integer or an integer array, got dtype {t_arr.dtype}")
+        T = schedule.num_timesteps
+        if t_arr.size and (t_arr.min() < 0 or t_arr.max() >= T):
+            raise ValueError(
+                f"t must lie in [0, {T - 1}] (indices into the schedule), got {t_arr.min()} to "
+                f"{t_arr.max()}"
+            )
+        if batch is not None:
+            if t_arr.ndim == 0:
+                t_arr = np.full(batch, int(t_arr))
+            if t_arr.shape != (batch,):
+                raise ValueError(f"t must be an int or have shape ({batch},), got {t_arr.shape}")
+        return schedule.alphas_cumprod[t_arr], schedule.one_minus_alphas_cumprod[t_arr]
+
+    def marginal(self, schedule: Schedule, t: int) -> GaussianMixture:
+        r"""q(x_t) as a mixture: means √ᾱ_t μ_k, covariances ᾱ_t Σ_k + (1 − ᾱ_t) I."""
+        ab, om = self._coefs(schedule, t, None)
+        if np.ndim(ab) != 0:
+            raise ValueError("marginal needs a single timestep t (an int)")
+        ab, om = float(ab), float(om)
+        if self.covariance_type == "full":
+            cov = ab * self._cov + om * np.eye(self.dim)
+        else:
+            cov = ab * self._cov + om
+        return GaussianMixture(self.weights, np.sqrt(ab) * self.means, cov)
+
+    def _posterior(self, xf: Array, ab: Array, om: Array, want_cov: bool = False) -> dict:
+        """Per-row posterior quantities for x_t rows ``xf`` (B, D) at ᾱ = ab, 1 − ᾱ = om (B,)."""
+        B, K = xf.shape[0], self.num_components
+        # eigenvalues a²λ + σ² of S_k(t) and their logs, once per distinct timestep
+        if ab.size and ab.min() == ab.max():  # one timestep for the whole batch (samplers)
+            ab_u, first, inv = ab[:1], np.zeros(1, dtype=np.int64), np.zeros(B, dtype=np.int64)
+        else:
+            ab_u, first, inv = np.unique(ab, return_index=True, return_inverse=True)
+        den_u = ab_u[:, None, None] * self._lam[None] + om[first][:, None, None]  # (U, K, D)
+        logdet_u = np.sum(np.log(den_u), axis=2)  # (U, K)
+        one_t = ab_u.size == 1
+        a = np.sqrt(ab)[:, None]
+        logs = np.empty((B, K))
+        parts = []
+        for k in range(K):
+            d = xf - a * self.means[k]
+            y = d if self._U is None else d @ self._U[k]  # coordinates in Σ_k's eigenbasis
+            den = den_u[0, k] if one_t else den_u[inv, k]
+            q = y / den
+            logs[:, k] = self._logw[k] - 0.5 * (
+                np.sum(y * q, axis=1) + logdet_u[inv, k] + self.dim * _LOG2PI
+            )
+            cv = self._lam[k] * (om[:, None] / den) if want_cov else None
+            parts.append((q, a * (self._lam[k] * q), cv))
+        lse = _logsumexp(logs, axis=1)
+        r = np.exp(logs - lse[:, None])
+        score = np.zeros_like(xf)
+        x0 = np.zeros_like(xf)
+        comp_means = []
+        for k, (sy, gy, _) in enumerate(parts):
+            rk = r[:, k : k + 1]
+            s_k = sy if self._U is None else sy @ self._U[k].T
+            m_k = self.means[k] + (gy if self._U is None else gy @ self._U[k].T)
+            score -= rk * s_k
+            x0 += rk * m_k
+            comp_means.append(m_k)
+        out = {"log_prob": lse, "resp": r, "score": score, "x0_mean": x0}
+        if want_cov:
+            cov = np.zeros((B, self.dim, self.dim))
+            for k, (_, _, cv) in enumerate(parts):
+                rk = r[:, k, None, None]
+                dm = comp_means[k] - x0
+                if self._U is None:
+                    ck = np.einsum("bi,ij->bij", cv, np.eye(self.dim))
+                else:
+                    ck = np.einsum("ik,bk,jk->bij", self._U[k], cv, self._U[k])
+                cov += rk * (ck + dm[:, :, None] * dm[:, None, :])
+            out["x0_cov"] = 0.5 * (cov + np.swapaxes(cov, 1, 2))
+        return out
+
+    def _run(self, x_t: object, schedule: Schedule, t: object, key: str) -> Array:
+        xf, _ = self._flat(x_t, "x_t")
+        ab, om = self._coefs(schedule, t, xf.shape[0])
+        return self._posterior(xf, ab, om, want_cov=key == "x0_cov")[key]
+
+    def score(self, x_t: object, schedule: Schedule, t: object) -> Array:
+        r"""∇ log q(x_t), shape of x_t (float64). ``t``: an index or one per row."""
+        return self._run(x_t, schedule, t, "score").reshape(np.shape(x_t))
+
+    def eps(self, x_t: object, schedule: Schedule, t: object) -> Array:
+        r"""E[ε | x_t] = −√(1 − ᾱ_t)·∇ log q(x_t) (Tweedie), shape of x_t."""
+        xf, _ = self._flat(x_t, "x_t")
+        _, om = self._coefs(schedule, t, xf.shape[0])
+        s = self._run(x_t, schedule, t, "score")
+        return (-np.sqrt(om)[:, None] * s).reshape(np.shape(x_t))
+
+    def x0_mean(self, x_t: object, schedule: Schedule, t: object) -> Array:
+        r"""E[x₀ | x_t], shape of x_t."""
+        return self._run(x_t, schedule, t, "x0_mean").reshape(np.shape(x_t))
+
+    def x0_covariance(self, x_t: object, schedule: Schedule, t: object) -> Array:
+        r"""Cov[x₀ | x_t], shape (B, D, D) (mixture of component posteriors, law of total
+        variance)."""
+        return self._run(x_t, schedule, t, "x0_cov")
+
+    def marginal_log_prob(self, x_t: object, schedule: Schedule, t: object) -> Array:
+        r"""log q(x_t) per row, shape (B,) (per-row t allowed)."""
+        return self._run(x_t, schedule, t, "log_prob")
+
+    def denoiser(self, diffusion: GaussianDiffusion) -> OracleDenoiser:
+        """The optimal model for ``diffusion``: see :class:`OracleDenoiser`."""
+        return OracleDenoiser(self, diffusion)
+
+    def __repr__(self) -> str:
+        return (
+            f"GaussianMixture(K={self.num_components}, D={self.dim}, "
+            f"covariance_type={self.covariance_type!r})"
+        )
+
+
+class OracleDenoiser:
+    r"""The Bayes-optimal model output of a :class:`GaussianMixture` for one diffusion.
+
+    Called as ``denoiser(x_t, t)`` with ``t`` the **original** timesteps (what samplers pass,
+    ``diffusion.model_timesteps(index)``), it returns, for the diffusion's ``mean_type``:
+
+    * ``"eps"``: E[ε | x_t]; ``"x0"``: E[x₀ | x_t];
+      ``"v"``: E[v | x_t] = √ᾱ E[ε | x_t] − √(1 − ᾱ) E[x₀ | x_t];
+    * ``"x_prev"``: the exact E[x_{t−1} | x_t] = coef1·E[x₀ | x_t] + coef2·x_t.
+
+    For ``var_type`` ``"learned"``/``"learned_range"`` the channel axis (axis 1) is doubled
+    and the second half holds the **diagonal of the exact reverse covariance**
+    ``β̃_t + coef1²·diag Cov[x₀ | x_t]`` in the diffusion's encoding (log-variance or
+    variance per ``profile.learned_output``; for ``learned_range`` the
+    interpolation value v with ``exp(((v+1)/2) log β + (1 − (v+1)/2) log β̃) =`` that
+    variance). For single-Gaussian data with diagonal covariance this is the exact reverse
+    variance.
+
+    :meth:`x0_covariance` gives Cov[x₀ | x_t] for the samplers' ``variance="exact"``.
+    """
+
+    def __init__(self, mixture: GaussianMixture, diffusion: GaussianDiffusion) -> None:
+        if not isinstance(mixture, GaussianMixture):
+            raise TypeError("mixture must be a GaussianMixture")
+        if not hasattr(diffusion, "schedule") or not hasattr(diffusion, "mean_type"):
+            raise TypeError(
+                f"diffusion must be an npddpm.GaussianDiffusion, got {type(diffusion).__name__}"
+            )
+        self.mixture, self.diffusion = mixture, diffusion
+
+    def indices(self, t: object) -> Array:
+        """Map original timesteps back to indices of the (respaced) schedule."""
+        t = np.asarray(t)
+        if t.dtype == bool or t.dtype.kind not in "iu":
+            raise TypeError(f"t must be an integer array of original timesteps, got {t.dtype}")
+        tmap = self.diffusion.schedule.timestep_map
+        idx = np.clip(np.searchsorted(tmap, t), 0, tmap.size - 1)
+        if np.any(tmap[idx] != t):
+            bad = int(np.asarray(t).ravel()[np.flatnonzero(np.ravel(tmap[idx] != t))[0]])
+            raise ValueError(
+                f"t={bad} is not one of the schedule's original timesteps "
+                f"(timestep_map = {tmap[:4].tolist()}…); pass diffusion.model_timesteps(index)"
+            )
+        return idx
+
+    def _posterior(self, x_t: object, t: object, want_cov: bool) -> tuple:
+        xf, shape = self.mixture._flat(x_t, "x_t")
+        idx = self.indices(t)
+        if idx.ndim == 0:
+            idx = np.full(xf.shape[0], int(idx))
+        if idx.shape != (xf.shape[0],):
+            raise ValueError(f"t must have shape ({xf.shape[0]},), got {idx.shape}")
+        s = self.diffusion.schedule
+        post = self.mixture._posterior(
+            xf, s.alphas_cumprod[idx], s.one_minus_alphas_cumprod[idx], want_cov=want_cov
+        )
+        return xf, shape, idx, post
+
+    def __call__(self, x_t: Array, t: Array) -> Array:
+        xf, shape, idx, post = self._posterior(
+            x_t, t, self.diffusion.var_type.startswith("learned")
+        )
+        s, d = self.diffusion.schedule, self.diffusion
+        col = (slice(None), None)
+        om = s.one_minus_alphas_cumprod[idx][col]
+        eps = -np.sqrt(om) * post["score"]
+        x0 = post["x0_mean"]
+        if d.mean_type == "eps":
+            mean = eps
+        elif d.mean_type == "x0":
+            mean = x0
+        elif d.mean_type == "v":
+            mean = s.sqrt_alphas_cumprod[idx][col] * eps - np.sqrt(om) * x0
+        else:
+            mean = s.posterior_mean_coef1[idx][col] * x0 + s.posterior_mean_coef2[idx][col] * xf
+        dtype = np.asarray(x_t).dtype
+        mean = mean.reshape(shape)
+        if not d.var_type.startswith("learned"):
+            return mean.astype(dtype)
+        var = s.posterior_variance[idx][col] + s.posterior_mean_coef1[idx][col] ** 2 * np.diagonal(
+            post["x0_cov"], axis1=1, axis2=2
+        )
+        logvar = np.log(var)
+        if d.var_type == "learned":
+            vals = var if d.profile.learned_output == "variance" else logvar
+        else:
+            lo, hi = d._tab["small_logvar"][idx][col], d._tab["log_betas"][idx][col]
+            span = hi - lo
+            safe = np.where(span == 0, 1.0, span)
+            vals = np.where(span == 0, 0.0, 2.0 * (logvar - lo) / safe - 1.0)
+        return np.concatenate([mean, vals.reshape(shape)], axis=1).astype(dtype)
+
+    def x0_covariance(self, x_t: Array, t: Array) -> Array:
+        """Cov[x₀ | x_t], shape (B, D, D), float64; ``t`` the original timesteps."""
+        return self._posterior(x_t, t, True)[3]["x0_cov"]
+
+    def __repr__(self) -> str:
+        return f"OracleDenoiser({self.mixture!r}, {self.diffusion!r})"
+
+
+# -------------------------------------------------------------------- exact sampler moments
+
+SAMPLERS = ("ddpm", "ddim")
+VARIANCES = ("model", "exact")
+
+
+class SamplerMoments:
+    r"""Exact output moments of a sampler driven by the oracle of single-Gaussian data.
+
+    Attributes
+    ----------
+    mean : ndarray (D,)
+    covariance : ndarray (D, D)
+    data_mean, data_covariance : ndarray
+        The data's μ and Σ.
+    mean_error, covariance_error : float
+        ``max |mean − μ|`` and ``max |covariance − Σ|`` (elementwise).
+    """
+
+    def __init__(self, mean: Array, covariance: Array, data: GaussianMixture) -> None:
+        self.mean, self.covariance = mean, covariance
+        self.data_mean = data.means[0]
+        self.data_covariance = data.covariance_matrices()[0]
+        self.mean_error = float(np.max(np.abs(mean - self.data_mean)))
+        self.covariance_error = float(np.max(np.abs(covariance - self.data_covariance)))
+
+    def __repr__(self) -> str:
+        return (
+            f"SamplerMoments(mean_error={self.mean_error:.3g}, "
+            f"covariance_error={self.covariance_error:.3g})"
+        )
+
+
+def _eigenbasis(mixture: GaussianMixture) -> tuple[Array | None, Array, Array]:
+    if not isinstance(mixture, GaussianMixture) or mixture.num_components != 1:
+        raise ValueError(
+            "sampler moments need single-Gaussian data: a GaussianMixture with one component "
+            f"(got {mixture!r}); with several components the steps are not affine"
+        )
+    U = mixture._U[0] if mixture._U is not None else None
+    mu = mixture.means[0] if U is None else U.T @ mixture.means[0]
+    return U, mixture._lam[0], mu
+
+
+def sampler_affine_steps(
+    mixture: GaussianMixture,
+    diffusion: GaussianDiffusion,
+    *,
+    sampler: str = "ddpm",
+    eta: float = 0.0,
+    variance: str = "model",
+) -> tuple[Array | None, list[tuple[int, Array, Array, Array]]]:
+    r"""Each step of ``sampler`` with the oracle of single-Gaussian data, as an affine map.
+
+    In the data's eigenbasis (``y = Uᵀx``, Σ = U diag(λ) Uᵀ) the oracle's
+    ``E[x₀|x_t] = μ + g (x_t − aμ)`` with ``g = aλ/(a²λ + 1 − ᾱ)`` is diagonal, and every step
+    ``x_prev = P·x̂₀ + Q·x_t + noise`` becomes, per coordinate,
+
+    .. math::  y_{\rm prev} = A\,y + B + \sqrt{v}\,\tilde z, \qquad A = Pg + Q,\;
+               B = P(1 - ag)\tilde\mu,
+
+    with DDPM ``P = coef1, Q = coef2`` (Ho et al. 2020, Eq. 7) and DDIM
+    ``P = √ᾱ_prev − k√ᾱ/√(1−ᾱ), Q = k/√(1−ᾱ)``, ``k = √(1 − ᾱ_prev − σ²)`` (Song et al.
+    2021, Eq. 12). The noise variance v is the model's (β̃, β, η-DDIM σ², masked at t = 0 as
+    the diffusion's profile says) or, for ``variance="exact"``, ``S + P²·λ(1−ᾱ)/(a²λ + 1−ᾱ)``
+    with S = β̃ (DDPM) or σ² (DDIM), never masked. Assumes ``clip_denoised=False``.
+
+    Returns
+    -------
+    U : ndarray (D, D) or None
+        The eigenbasis (None: the identity, for diagonal/isotropic data).
+    steps : list of (t, A, B, v)
+        In execution order (t = T−1 down to 0); A, B, v of shape (D,).
+    """
+    sampler = choose(sampler, "sampler", SAMPLERS)
+    variance = choose(variance, "variance", VARIANCES)
+    U, lam, mu = _eigenbasis(mixture)
+    d, s = diffusion, diffusion.schedule
+    if (
+        sampler == "ddpm"
+        and variance == "model"
+        and d.var_type.startswith("learned")
+        and (U is not None)
+    ):
+        raise ValueError(
+            "learned variances give a diagonal (not eigenbasis-diagonal) noise for full-"
+            "covariance data, which is not coordinate-wise affine; use diagonal data, a fixed "
+            "var_type, or variance='exact'"
+        )
+    if sampler == "ddim":
+        eta = d._check_eta(eta, np.arange(d.num_timesteps))
+    T = d.num_timesteps
+    mask = d._nonzero_mask(np.arange(T), 1, np.dtype(np.float64))
+    steps = []
+    for t in range(T - 1, -1, -1):
+        ab, om = s.alphas_cumprod[t], s.one_minus_alphas_cumprod[t]
+        a = np.sqrt(ab)
+        den = ab * lam + om
+        g = a * lam / den
+        post_var = lam * om / den  # Cov[x₀ | x_t] in the eigenbasis
+        if sampler == "ddpm":
+            P, Q = s.posterior_mean_coef1[t], s.posterior_mean_coef2[t]
+            base = s.posterior_variance[t]
+            if d.var_type == "fixed_small":
+                model_v = np.full_like(lam, d._tab["small_var"][t])
+            elif d.var_type == "fixed_large":
+                model_v = np.full_like(lam, d._tab["large_var"][t])
+            else:  # the oracle's learned channels: the exact diagonal reverse variance
+                model_v = base + P**2 * post_var
+        else:
+            sigma = float(d.ddim_sigma(t, eta))
+            ab_prev = s.alphas_cumprod_prev[t]
+            k = np.sqrt(max(1.0 - ab_prev - sigma**2, 0.0))
+            P, Q = np.sqrt(ab_prev) - k * a / np.sqrt(om), k / np.sqrt(om)
+            base = sigma**2
+            model_v = np.full_like(lam, base)
+        if variance == "exact":
+            v = base + P**2 * post_var
+        else:
+            v = mask[t] * model_v
+        A = P * g + Q
+        B = P * (1.0 - a * g) * mu
+        steps.append((t, A, B, v))
+    return U, steps
+
+
+def sampler_moments(
+    mixture: GaussianMixture,
+    diffusion: GaussianDiffusion,
+    *,
+    sampler: str = "ddpm",
+    eta: float = 0.0,
+    variance: str = "model",
+    start: str = "normal",
+) -> SamplerMoments:
+    r"""Exact mean and covariance of ``sampler``'s output for single-Gaussian data.
+
+    Starting from x_T ~ N(0, I) (``start="normal"``, what samplers draw) or from the exact
+    q(x_T) = N(√ᾱ_T μ, ᾱ_T Σ + (1 − ᾱ_T) I) (``start="marginal"``), the recursion
+    ``m ← A m + B``, ``p ← A² p + v`` runs per eigen-coordinate through the steps of
+    :func:`sampler_affine_steps` (IMPLEMENTATIONS.md C6); the result is rotated back,
+    ``cov = U diag(p) Uᵀ``. Valid for ``clip_denoised=False``, any schedule, any respacing,
+    DDPM with every ``var_type`` (learned ones: diagonal data) and ``variance="exact"``, and
+    DDIM with any η. With ``variance="exact"`` and ``start="marginal"`` the output is the
+    data distribution up to rounding.
+    """
+    start = choose(start, "start", ("normal", "marginal"))
+    U, steps = sampler_affine_steps(mixture, diffusion, sampler=sampler, eta=eta, variance=variance)
+    _, lam, mu = _eigenbasis(mixture)
+    if start == "normal":
+        m, p = np.zeros(mixture.dim), np.ones(mixture.dim)
+    else:
+        tT = diffusion.num_timesteps - 1
+        ab, om = (
+            diffusion.schedule.alphas_cumprod[tT],
+            diffusion.schedule.one_minus_alphas_cumprod[tT],
+        )
+        m, p = np.sqrt(ab) * mu, ab * lam + om
+    for _, A, B, v in steps:
+        m = A * m + B
+        p = A * A * p + v
+    if U is None:
+        return SamplerMoments(m, np.diag(p), mixture)
+    cov = (U * p) @ U.T
+    return SamplerMoments(U @ m, 0.5 * (cov + cov.T), mixture)

@@ -1,0 +1,433 @@
+r"""The public kernel API: one signature, three backends, all validation.
+
+Every function here takes a :class:`npddpm.Schedule`, arrays whose first axis is the batch
+(any trailing shape, flattened to ``(B, D)``), one integer timestep per row, and either the
+noise or a ``(seed, stream)`` for the counter-based generator of :mod:`npddpm.rng`
+(the normal of element ``i``, in flat C order, is ``rng.standard_normal(seed, stream, …)[i]``).
+
+``backend``:
+
+``"numpy"``
+    :mod:`npddpm.kernels.reference`, the specification.
+``"cpu"``
+    :mod:`npddpm.kernels.cpu`: Numba, fused, parallel over rows. Bitwise equal to ``numpy``,
+    with the noise given and with in-kernel noise (the generator is compiled from the
+    reference's own source), for any number of threads.
+``"cuda"``
+    :mod:`npddpm.kernels.cuda`: Numba CUDA, grid-stride loops. Accepts NumPy arrays (copied
+    to and from the device) or CUDA device arrays (worked on in place, nothing copied).
+    Bitwise equal under the simulator; on a GPU within a few ulp (FMA contraction; normals
+    within :data:`npddpm.rng.NORMAL_ULP_BOUND` ulp), for any launch shape.
+
+The kernel modules are imported on first use, so importing this module imports no Numba.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+from .._checks import choose
+from ..schedules import Schedule
+from . import reference
+
+__all__ = [
+    "BACKENDS",
+    "ddim_step",
+    "ddpm_step",
+    "fixed_log_variance",
+    "q_sample",
+    "standard_normal",
+]
+
+BACKENDS = ("numpy", "cpu", "cuda")
+
+_CUDA_INSTALL = (
+    "install the CUDA extra with `pip install 'npddpm[cuda]'` (numba-cuda) on a machine with an "
+    "NVIDIA GPU and driver; to test without a GPU, export NUMBA_ENABLE_CUDASIM=1 before Python "
+    "starts (the Numba CUDA simulator)"
+)
+
+
+# --------------------------------------------------------------------------------------
+# Backends, loaded lazily
+# --------------------------------------------------------------------------------------
+
+
+def _backend(name: object) -> Any:
+    choose(name, "backend", BACKENDS)
+    if name == "numpy":
+        return reference
+    if name == "cpu":
+        from . import cpu
+
+        return cpu
+    return _cuda_module()
+
+
+def _cuda_module():
+    try:
+        from numba import cuda as nbcuda
+    except ImportError as exc:  # pragma: no cover - numba is a dependency
+        raise RuntimeError(f"backend='cuda' needs numba.cuda ({exc}); {_CUDA_INSTALL}") from None
+    from numba import config as nbconfig
+
+    if not nbconfig.ENABLE_CUDASIM:
+        if getattr(nbcuda, "implementation", None) != "NVIDIA":
+            raise RuntimeError(
+                "backend='cuda' needs the numba-cuda package (numba's built-in CUDA target is "
+                f"deprecated); {_CUDA_INSTALL}"
+            )
+        if not nbcuda.is_available():
+            raise RuntimeError(
+                "backend='cuda' found no usable CUDA GPU (numba.cuda.is_available() is False: "
+                f"no GPU, no driver, or no CUDA toolkit); {_CUDA_INSTALL}"
+            )
+    from . import cuda
+
+    return cuda
+
+
+# --------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------
+
+
+def _is_device_array(a: object) -> bool:
+    # numba device arrays (real or simulated) have copy_to_host; others the CUDA interface
+    device = hasattr(a, "__cuda_array_interface__") or hasattr(a, "copy_to_host")
+    return device and not isinstance(a, np.ndarray)
+
+
+def _array(a: object, name: str, backend: str) -> Any:
+    if isinstance(a, np.ndarray):
+        contiguous = a.flags.c_contiguous
+    elif backend == "cuda" and _is_device_array(a):
+        if not hasattr(a, "is_c_contiguous"):  # a foreign (e.g. CuPy) device array
+            from numba import cuda as nbcuda
+
+            a = nbcuda.as_cuda_array(a)
+        contiguous = a.is_c_contiguous()
+    else:
+        where = "a NumPy array" + (" or a CUDA device array" if backend == "cuda" else "")
+        raise TypeError(f"{name} must be {where}, got {type(a).__name__}")
+    if a.dtype not in (np.float32, np.float64):
+        raise TypeError(
+            f"{name} must be float32 or float64, got {a.dtype}; cast it with "
+            f"{name}.astype(np.float32) or .astype(np.float64)"
+        )
+    if a.ndim < 1 or a.shape[0] == 0:
+        raise ValueError(f"{name} must have a non-empty batch axis (axis 0), got shape {a.shape}")
+    if not contiguous:
+        raise ValueError(
+            f"{name} must be C-contiguous (the kernels walk rows in memory order); pass "
+            f"np.ascontiguousarray({name})"
+        )
+    return a
+
+
+def _like(a: object, name: str, ref: Any, ref_name: str, backend: str) -> Any:
+    a = _array(a, name, backend)
+    if a.shape != ref.shape or a.dtype != ref.dtype:
+        raise ValueError(
+            f"{name} must have the shape and dtype of {ref_name}, {ref.shape} {ref.dtype}; "
+            f"got {a.shape} {a.dtype}"
+        )
+    return a
+
+
+def _timesteps(t: object, batch: int, T: int) -> np.ndarray:
+    if isinstance(t, numbers.Integral) and not isinstance(t, bool):
+        t = np.full(batch, int(t), dtype=np.int64)
+    arr = np.asarray(t)
+    if arr.dtype == bool or arr.dtype.kind not in "iu":
+        raise TypeError(f"t must be an integer array (one timestep per row), got dtype {arr.dtype}")
+    if arr.shape != (batch,):
+        raise ValueError(
+            f"t must have shape ({batch},), one timestep per row of the batch, got {arr.shape}"
+        )
+    if arr.size and (arr.min() < 0 or arr.max() >= T):
+        raise ValueError(
+            f"t must lie in [0, {T - 1}] (the schedule has T={T} steps), got values from "
+            f"{arr.min()} to {arr.max()}"
+        )
+    return arr.astype(np.intp)
+
+
+def _schedule(schedule: object) -> Schedule:
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be an npddpm.Schedule, got {type(schedule).__name__}")
+    return schedule
+
+
+def _u64(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer in [0, 2**64), got {value!r}")
+    if not 0 <= int(value) < 2**64:
+        raise ValueError(f"{name} must lie in [0, 2**64), got {value}")
+    return int(value)
+
+
+def _noise_source(noise, seed, stream, ref, backend):
+    """``(noise array or None, seed, stream)``; exactly one of noise and seed."""
+    if noise is not None and seed is not None:
+        raise ValueError("pass either noise= or seed= (in-kernel noise), not both")
+    stream = _u64(stream, "stream")
+    if noise is not None:
+        return _like(noise, "noise", ref, "the input", backend), None, stream
+    if seed is None:
+        raise ValueError(
+            "no noise source: pass noise= (an array like the input) or seed= (and stream=) for "
+            "the counter-based generator"
+        )
+    return None, _u64(seed, "seed"), stream
+
+
+def _output(out, ref, backend: str, inputs: tuple) -> Any:
+    if out is None:
+        return None
+    out = _like(out, "out", ref, "the input", backend)
+    if isinstance(out, np.ndarray):
+        if not out.flags.writeable:
+            raise ValueError("out is read-only; pass a writeable array")
+        for a in inputs:
+            if isinstance(a, np.ndarray) and np.may_share_memory(out, a):
+                same = (
+                    a.__array_interface__["data"][0] == out.__array_interface__["data"][0]
+                    and a.strides == out.strides
+                )
+                if not same:
+                    raise ValueError(
+                        "out partly overlaps an input; pass a separate array, or the input "
+                        "itself (in place)"
+                    )
+    return out
+
+
+def _flat(a: Any) -> Any:
+    return None if a is None else a.reshape(a.shape[0], -1)
+
+
+def fixed_log_variance(schedule: Schedule, var_type: str = "fixed_small") -> np.ndarray:
+    """The per-timestep log-variance of a fixed-variance DDPM sampler, float64, shape (T,).
+
+    ``fixed_small``: ``posterior_log_variance_clipped``; ``fixed_large``:
+    ``log(append(posterior_variance[1], betas[1:]))`` (improved-diffusion; for T = 1,
+    ``log(betas)``). Pass the result to :func:`ddpm_step`.
+    """
+    schedule = _schedule(schedule)
+    choose(var_type, "var_type", ("fixed_small", "fixed_large"))
+    if var_type == "fixed_small":
+        return np.array(schedule.posterior_log_variance_clipped)
+    if schedule.num_timesteps == 1:
+        return np.log(schedule.betas)
+    return np.log(np.append(schedule.posterior_variance[1], schedule.betas[1:]))
+
+
+# --------------------------------------------------------------------------------------
+# The kernels
+# --------------------------------------------------------------------------------------
+
+
+def _run(name, mod, arrays, coefs, extra, noise, seed, stream, out, shape):
+    """Run kernel ``name`` of backend module ``mod`` on the flattened arrays."""
+    res = mod.run(
+        name, [_flat(a) for a in arrays], coefs, extra, _flat(noise), seed, stream, _flat(out)
+    )
+    return res.reshape(shape) if out is None else out
+
+
+def q_sample(
+    schedule: Schedule,
+    x_start,
+    t,
+    noise=None,
+    *,
+    seed: int | None = None,
+    stream: int = 0,
+    out=None,
+    backend: str = "numpy",
+):
+    r"""Diffuse ``x_start`` to timestep ``t`` (one per row): :math:`q(x_t \mid x_0)`.
+
+    .. math:: x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1 - \bar\alpha_t}\,\epsilon
+
+    (Ho et al. 2020, Eq. 4; improved-diffusion ``q_sample``).
+
+    Parameters
+    ----------
+    schedule : Schedule
+    x_start : ndarray, shape (B, ...), float32 or float64, C-contiguous
+    t : int or array of int, shape (B,)
+        Timestep of each row, in ``[0, T)``.
+    noise : ndarray like ``x_start``, optional
+        ε. Give either ``noise`` or ``seed``.
+    seed, stream : int in [0, 2⁶⁴), optional
+        Draw ε inside the kernel from :mod:`npddpm.rng` (element ``i`` in flat C order).
+    out : ndarray like ``x_start``, optional
+        Where to write (may be ``x_start`` itself).
+    backend : {"numpy", "cpu", "cuda"}
+
+    Returns
+    -------
+    x_t : array like ``x_start`` (``out`` if given)
+    """
+    schedule = _schedule(schedule)
+    be = _backend(backend)
+    x = _array(x_start, "x_start", backend)
+    t = _timesteps(t, x.shape[0], schedule.num_timesteps)
+    noise, seed, stream = _noise_source(noise, seed, stream, x, backend)
+    out = _output(out, x, backend, (x, noise))
+    coefs = reference.q_sample_coefficients(schedule, t, x.dtype)
+    return _run("q_sample", be, (x,), coefs, (), noise, seed, stream, out, x.shape)
+
+
+def ddpm_step(
+    schedule: Schedule,
+    x_t,
+    t,
+    eps,
+    log_variance,
+    noise=None,
+    *,
+    clip_denoised: bool = False,
+    seed: int | None = None,
+    stream: int = 0,
+    out=None,
+    backend: str = "numpy",
+):
+    r"""One ancestral DDPM step :math:`x_t \to x_{t-1}` for an ε-prediction model.
+
+    .. math::
+        \hat x_0 = \sqrt{1/\bar\alpha_t}\,x_t - \sqrt{1/\bar\alpha_t - 1}\,\epsilon_\theta,
+        \qquad
+        x_{t-1} = c_1(t)\,\hat x_0 + c_2(t)\,x_t + [t \ne 0]\,e^{\frac12 \log\sigma_t^2}\,z
+
+    with ``c1, c2 = posterior_mean_coef1/2`` (Ho et al. 2020, Eq. 7 and Algorithm 2;
+    improved-diffusion ``p_sample``), x̂₀ clipped to [−1, 1] if ``clip_denoised``.
+
+    Parameters
+    ----------
+    schedule : Schedule
+    x_t, eps : ndarray, shape (B, ...), float32 or float64, C-contiguous
+        The current sample and the model's ε prediction.
+    t : int or array of int, shape (B,)
+    log_variance : array_like, shape (T,)
+        The per-timestep log σ²: e.g. :func:`fixed_log_variance` (``fixed_small`` or
+        ``fixed_large``); the kernel knows nothing about variance types.
+    noise, seed, stream, out, backend
+        As :func:`q_sample`.
+    clip_denoised : bool
+
+    Returns
+    -------
+    x_prev : array like ``x_t``
+    """
+    schedule = _schedule(schedule)
+    be = _backend(backend)
+    x = _array(x_t, "x_t", backend)
+    e = _like(eps, "eps", x, "x_t", backend)
+    t = _timesteps(t, x.shape[0], schedule.num_timesteps)
+    logvar = np.asarray(log_variance)
+    T = schedule.num_timesteps
+    if logvar.shape != (T,) or logvar.dtype.kind not in "fiu" or logvar.dtype == bool:
+        raise ValueError(
+            f"log_variance must be a real array of shape ({T},), one value per timestep, got "
+            f"{logvar.dtype} {logvar.shape}; see fixed_log_variance(schedule, var_type)"
+        )
+    if not isinstance(clip_denoised, (bool, np.bool_)):
+        raise TypeError(f"clip_denoised must be a bool, got {clip_denoised!r}")
+    noise, seed, stream = _noise_source(noise, seed, stream, x, backend)
+    out = _output(out, x, backend, (x, e, noise))
+    coefs = reference.ddpm_coefficients(schedule, t, logvar, x.dtype)
+    extra = (bool(clip_denoised),)
+    return _run("ddpm_step", be, (x, e), coefs, extra, noise, seed, stream, out, x.shape)
+
+
+def ddim_step(
+    schedule: Schedule,
+    x_t,
+    t,
+    eps,
+    noise=None,
+    *,
+    eta: float = 0.0,
+    clip_denoised: bool = False,
+    seed: int | None = None,
+    stream: int = 0,
+    out=None,
+    backend: str = "numpy",
+):
+    r"""One DDIM step :math:`x_t \to x_{t-1}` (Song et al. 2021, Eq. 12), η ≥ 0.
+
+    .. math::
+        \hat x_0 = \sqrt{1/\bar\alpha_t}\,x_t - \sqrt{1/\bar\alpha_t-1}\,\epsilon_\theta,\quad
+        \hat\epsilon = \frac{\sqrt{1/\bar\alpha_t}\,x_t - \hat x_0}{\sqrt{1/\bar\alpha_t - 1}}
+
+    .. math::
+        x_{t-1} = \sqrt{\bar\alpha_{prev}}\,\hat x_0
+        + \sqrt{1 - \bar\alpha_{prev} - \sigma^2}\,\hat\epsilon + [t \ne 0]\,\sigma z,\quad
+        \sigma = \eta\sqrt{\tfrac{1-\bar\alpha_{prev}}{1-\bar\alpha}}
+        \sqrt{1 - \tfrac{\bar\alpha}{\bar\alpha_{prev}}}
+
+    ε̂ is re-derived from the (optionally clipped) x̂₀, as improved-diffusion ``ddim_sample``.
+    ``ᾱ_prev`` is ``alphas_cumprod_prev[t]`` (the next index down; respace the schedule for
+    strided sampling). With ``eta == 0`` no noise source is needed.
+
+    Parameters
+    ----------
+    schedule, x_t, t, eps, noise, seed, stream, out, backend, clip_denoised
+        As :func:`ddpm_step`.
+    eta : float >= 0
+        0 is deterministic DDIM, 1 has the DDPM posterior variance.
+
+    Returns
+    -------
+    x_prev : array like ``x_t``
+    """
+    schedule = _schedule(schedule)
+    be = _backend(backend)
+    x = _array(x_t, "x_t", backend)
+    e = _like(eps, "eps", x, "x_t", backend)
+    t = _timesteps(t, x.shape[0], schedule.num_timesteps)
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not (0 <= eta < np.inf):
+        raise ValueError(f"eta must be a finite real number >= 0, got {eta!r}")
+    if not isinstance(clip_denoised, (bool, np.bool_)):
+        raise TypeError(f"clip_denoised must be a bool, got {clip_denoised!r}")
+    if eta == 0 and noise is None and seed is None:
+        noise = np.zeros(x.shape, x.dtype) if isinstance(x, np.ndarray) else None
+        if noise is None:
+            seed = 0
+    noise, seed, stream = _noise_source(noise, seed, stream, x, backend)
+    out = _output(out, x, backend, (x, e, noise))
+    with np.errstate(invalid="ignore"):
+        coefs = reference.ddim_coefficients(schedule, t, float(eta), x.dtype)
+    if not np.all(np.isfinite(coefs[3])):
+        bad = int(t[np.flatnonzero(~np.isfinite(coefs[3]))[0]])
+        raise ValueError(
+            f"eta={eta} is too large at t={bad}: 1 - alphas_cumprod_prev - sigma**2 < 0 (DDIM "
+            "needs sigma**2 <= 1 - alphas_cumprod_prev); use eta <= 1"
+        )
+    extra = (bool(clip_denoised),)
+    return _run("ddim_step", be, (x, e), coefs, extra, noise, seed, stream, out, x.shape)
+
+
+def standard_normal(
+    seed: int, stream: int, shape: int | tuple[int, ...], dtype=np.float64, *,
+    backend: str = "numpy",
+):  # fmt: skip
+    """The counter-based normals of :func:`npddpm.rng.standard_normal`, on any backend.
+
+    ``cpu`` and ``cuda`` compute them in parallel (``cuda`` returns a NumPy array); ``cpu`` is
+    bitwise equal to ``numpy``, ``cuda`` within :data:`npddpm.rng.NORMAL_ULP_BOUND` ulp.
+    """
+    be = _backend(backend)
+    seed = _u64(seed, "seed")
+    stream = _u64(stream, "stream")
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    shape = (int(shape),) if isinstance(shape, numbers.Integral) else tuple(int(s) for s in shape)
+    return be.standard_normal(seed, stream, shape, dt)

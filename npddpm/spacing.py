@@ -1,0 +1,163 @@
+"""Timestep spacing: which timesteps a respaced sampler keeps.
+
+Three families: improved-diffusion's :func:`space_timesteps` (exact semantics), diffusers'
+:func:`diffusers_timesteps` (exactly what ``set_timesteps`` returns, quirks included), and
+npddpm's own :func:`inference_timesteps` (exact integer arithmetic, always N distinct steps).
+All are re-exported by :mod:`npddpm.schedules`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from ._checks import as_int, choose
+
+__all__ = ["diffusers_timesteps", "inference_timesteps", "space_timesteps"]
+
+
+def space_timesteps(num_timesteps: int, section_counts: str | Iterable[int]) -> set[int]:
+    """The timesteps to keep when respacing, with improved-diffusion's exact semantics.
+
+    ``section_counts`` is a list of counts (or a comma-separated string): ``T`` is split into
+    ``len(section_counts)`` near-equal sections (the first ``T mod n`` one step longer), and
+    each section of ``size`` steps keeps ``count`` steps at
+    ``round(k·(size − 1)/(count − 1))`` — with the stride accumulated in floating point and
+    Python's round-half-to-even, exactly as improved-diffusion does. A string ``"ddimN"``
+    picks the smallest integer stride ``i`` in ``[1, T)`` with ``len(range(0, T, i)) == N``
+    (the DDIM paper's fixed stride).
+
+    Returns
+    -------
+    set of int
+        As improved-diffusion; pass it to :meth:`Schedule.respace`.
+
+    Raises
+    ------
+    ValueError
+        When a section is shorter than its count, or no integer stride gives exactly N steps
+        for ``"ddimN"`` (improved-diffusion's error cases; its message names T where it means
+        N, npddpm's names both), or for negative counts.
+    """
+    T = as_int(num_timesteps, "num_timesteps", minimum=1)
+    if isinstance(section_counts, str):
+        if section_counts.startswith("ddim"):
+            try:
+                desired = int(section_counts[len("ddim") :])
+            except ValueError:
+                raise ValueError(
+                    f"section_counts {section_counts!r} must be 'ddimN' with an integer N"
+                ) from None
+            for i in range(1, T):
+                if len(range(0, T, i)) == desired:
+                    return set(range(0, T, i))
+            raise ValueError(
+                f"cannot create exactly {desired} steps out of {T} with an integer stride; "
+                "use a plain count such as str(N) instead"
+            )
+        try:
+            counts = [int(x) for x in section_counts.split(",")]
+        except ValueError:
+            raise ValueError(
+                f"section_counts {section_counts!r} must be comma-separated integers or 'ddimN'"
+            ) from None
+    else:
+        counts = [as_int(c, "section_counts[i]") for c in section_counts]
+    if not counts:
+        raise ValueError("section_counts is empty; give at least one count")
+    if any(c < 0 for c in counts):
+        raise ValueError(f"section_counts must be non-negative, got {counts}")
+    size_per = T // len(counts)
+    extra = T % len(counts)
+    start_idx = 0
+    all_steps: list[int] = []
+    for i, count in enumerate(counts):
+        size = size_per + (1 if i < extra else 0)
+        if size < count:
+            raise ValueError(f"cannot divide section {i} of {size} steps into {count} steps")
+        frac_stride = 1 if count <= 1 else (size - 1) / (count - 1)
+        cur_idx = 0.0
+        for _ in range(count):
+            all_steps.append(start_idx + round(cur_idx))
+            cur_idx += frac_stride
+        start_idx += size
+    return set(all_steps)
+
+
+_SPACINGS = ("linspace", "leading", "trailing")
+
+
+def diffusers_timesteps(
+    num_train_timesteps: int, num_inference_steps: int, spacing: str, steps_offset: int = 0
+) -> np.ndarray:
+    """Exactly the ``timesteps`` that diffusers' ``DDPMScheduler``/``DDIMScheduler.set_timesteps``
+    produce, quirks included (descending, int64).
+
+    ``linspace``: ``linspace(0, T−1, N).round()[::-1]`` (half-to-even ties).
+    ``leading``:  ``arange(N)·(T // N)`` reversed, ``+ steps_offset``.
+    ``trailing``: ``round(arange(T, 0, −T/N)) − 1``.
+
+    Known quirks reproduced on purpose (each a documented divergence, see
+    ``reference/IMPLEMENTATIONS.md`` B.7):
+
+    * ``trailing`` returns **N + 1** entries ending in **−1** when ``arange`` with a float step
+      overshoots (e.g. T = 1000, N = 61 or 103); indexing ᾱ with −1 silently reads ᾱ_{T−1}.
+    * ``leading`` never contains T − 1 (N = 50 starts at 980), the flaw Lin et al. (2023) fix.
+    * ``leading`` with ``steps_offset = 1`` and N = T contains T, out of range.
+    * ``steps_offset`` only affects ``leading`` (as in diffusers).
+
+    For npddpm's own samplers use :func:`inference_timesteps`, which has none of these.
+    """
+    T = as_int(num_train_timesteps, "num_train_timesteps", minimum=1)
+    N = as_int(num_inference_steps, "num_inference_steps", minimum=1)
+    offset = as_int(steps_offset, "steps_offset")
+    choose(spacing, "spacing", _SPACINGS)
+    if N > T:
+        raise ValueError(
+            f"num_inference_steps ({N}) cannot be larger than num_train_timesteps ({T})"
+        )
+    if spacing == "linspace":
+        ts = np.linspace(0, T - 1, N).round()[::-1].copy().astype(np.int64)
+    elif spacing == "leading":
+        ratio = T // N
+        ts = (np.arange(0, N) * ratio).round()[::-1].copy().astype(np.int64)
+        ts += offset
+    else:
+        ratio = T / N
+        ts = np.round(np.arange(T, 0, -ratio)).astype(np.int64)
+        ts -= 1
+    return ts
+
+
+def inference_timesteps(
+    num_timesteps: int, num_steps: int, spacing: str = "trailing"
+) -> np.ndarray:
+    """N distinct timesteps for sampling, ascending, computed with exact integer arithmetic.
+
+    ``trailing``: ``T − 1 − ⌊k·T/N⌋``, k = 0..N−1 — always includes T − 1, evenly spaced
+    from the top (Lin et al. 2023, Table 2).
+    ``linspace``: ``round_half_up(k·(T − 1)/(N − 1))`` — includes 0 and T − 1 (N = 1 gives
+    ``[T − 1]``).
+    ``leading``: ``k·⌊T/N⌋`` — the DDIM paper's stride; does not reach T − 1 unless N = T.
+
+    Unlike :func:`diffusers_timesteps` the result always has exactly N distinct entries in
+    ``[0, T − 1]``, for every ``1 <= N <= T``. Pass it to :meth:`Schedule.respace`.
+
+    Returns
+    -------
+    ndarray of int64, shape (N,), strictly increasing
+    """
+    T = as_int(num_timesteps, "num_timesteps", minimum=1)
+    N = as_int(num_steps, "num_steps", minimum=1)
+    choose(spacing, "spacing", _SPACINGS)
+    if N > T:
+        raise ValueError(f"num_steps ({N}) cannot exceed num_timesteps ({T})")
+    k = np.arange(N, dtype=np.int64)
+    if spacing == "trailing":
+        ts = T - 1 - (k * T) // N
+    elif spacing == "linspace":
+        ts = np.array([T - 1]) if N == 1 else (2 * k * (T - 1) + (N - 1)) // (2 * (N - 1))
+    else:
+        ts = k * (T // N)
+    return np.sort(ts)

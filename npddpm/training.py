@@ -1,0 +1,369 @@
+r"""The training loop: data → q_sample → model → loss and d(loss)/d(output) → backward →
+Adam → EMA, with JSON-lines logging and atomic checkpoints that resume bitwise.
+
+One step (Ho et al. 2020, Algorithm 1; the hybrid loss of Nichol & Dhariwal 2021 when the
+variance is learned): draw x₀ from the data, t uniformly from {0, …, T−1} and ε ~ N(0, I);
+form x_t; evaluate the model; take the per-example loss and its gradient with respect to the
+model output from :meth:`GaussianDiffusion.training_losses`; back-propagate the batch mean;
+update with Adam; update the EMA of the parameters.
+
+Every random draw comes from one ``numpy.random.Generator`` (PCG64) seeded from the config,
+whose state is stored in each checkpoint, so stopping and resuming gives bitwise the same
+parameters as never stopping.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._checks import as_int, choose
+from .diffusion import LOSS_TYPES, MEAN_TYPES, VAR_TYPES, GaussianDiffusion
+from .io import load_checkpoint, save_checkpoint
+from .schedules import Schedule
+
+__all__ = ["TrainConfig", "Trainer", "TrainingError", "build_diffusion", "build_model", "train"]
+
+MODELS = ("mlp", "unet")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is intact."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (JSON-serialisable; stored in checkpoints).
+
+    Attributes
+    ----------
+    dataset : str
+        A name for :func:`npddpm.data.get`.
+    model : {"mlp", "unet"}
+    model_options : dict
+        Keyword options of :class:`npddpm.nn.MLP` / :class:`npddpm.nn.UNet`
+        (``learn_sigma`` and ``dtype`` are set from the diffusion options).
+    schedule, num_timesteps : str, int
+        A named beta schedule and T.
+    mean_type, var_type, loss_type, profile : str
+        :class:`npddpm.GaussianDiffusion` options; ``var_type="learned_range"`` with
+        ``loss_type="rescaled_mse"`` is the hybrid loss.
+    batch_size, steps : int
+    lr, warmup_steps, grad_clip, ema_decay : float, int, float or None, float
+        Adam learning rate, linear warm-up, global-norm clipping and EMA decay.
+    seed : int
+        Seeds the data/timestep/noise generator and the model initialisation.
+    checkpoint_every, log_every : int
+        Checkpoint and log periods in steps (a checkpoint is also written at the end).
+    """
+
+    dataset: str = "8gaussians"
+    model: str = "mlp"
+    model_options: dict = field(default_factory=dict)
+    schedule: str = "linear"
+    num_timesteps: int = 1000
+    mean_type: str = "eps"
+    var_type: str = "fixed_small"
+    loss_type: str = "mse"
+    profile: str = "improved_diffusion"
+    batch_size: int = 256
+    steps: int = 3000
+    lr: float = 1e-3
+    warmup_steps: int = 0
+    grad_clip: float | None = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    checkpoint_every: int = 1000
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        choose(self.model, "model", MODELS)
+        choose(self.mean_type, "mean_type", MEAN_TYPES)
+        choose(self.var_type, "var_type", VAR_TYPES)
+        choose(self.loss_type, "loss_type", LOSS_TYPES)
+        for name in ("num_timesteps", "batch_size", "steps", "checkpoint_every", "log_every"):
+            as_int(getattr(self, name), name, minimum=1)
+        as_int(self.seed, "seed", minimum=0)
+        as_int(self.warmup_steps, "warmup_steps", minimum=0)
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if not isinstance(self.model_options, dict):
+            raise TypeError("model_options must be a dict of model keyword options")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    def model_signature(self) -> dict[str, Any]:
+        """The part of the config a checkpoint's parameters depend on."""
+        keys = (
+            "dataset",
+            "model",
+            "model_options",
+            "schedule",
+            "num_timesteps",
+            "mean_type",
+            "var_type",
+            "loss_type",
+            "profile",
+        )
+        return {k: getattr(self, k) for k in keys}
+
+
+def build_diffusion(config: TrainConfig) -> GaussianDiffusion:
+    schedule = Schedule.from_name(config.schedule, config.num_timesteps)
+    return GaussianDiffusion(
+        schedule,
+        mean_type=config.mean_type,
+        var_type=config.var_type,
+        loss_type=config.loss_type,
+        profile=config.profile,
+    )
+
+
+def build_model(config: TrainConfig, shape: tuple[int, ...], dtype=np.float32):
+    """The denoiser for data of per-example ``shape`` ((D,) or (C, H, W))."""
+    from . import nn
+
+    opts = dict(config.model_options)
+    opts.setdefault("seed", config.seed)
+    learn_sigma = config.var_type in ("learned", "learned_range")
+    if config.model == "mlp":
+        if len(shape) != 1:
+            raise ValueError(
+                f"model 'mlp' needs vector data, got examples of shape {shape}; "
+                "use model 'unet' for images"
+            )
+        return nn.MLP(shape[0], learn_sigma=learn_sigma, dtype=dtype, **opts)
+    if len(shape) != 3:
+        raise ValueError(f"model 'unet' needs image data (C, H, W), got {shape}")
+    return nn.UNet(shape[0], learn_sigma=learn_sigma, dtype=dtype, **opts)
+
+
+def _get_dataset(name_or_obj):
+    if isinstance(name_or_obj, str):
+        from . import data
+
+        return data.get(name_or_obj)
+    return name_or_obj
+
+
+class Trainer:
+    """A training run that can be stepped, checkpointed and resumed.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    dataset : object, optional
+        Anything with ``sample(n, rng) -> ndarray (n, ...)``; default
+        ``npddpm.data.get(config.dataset)``.
+    """
+
+    def __init__(self, config: TrainConfig, dataset: Any = None) -> None:
+        from .nn import EMA, Adam
+
+        self.config = config
+        self.dataset = _get_dataset(dataset if dataset is not None else config.dataset)
+        self.diffusion = build_diffusion(config)
+        self.rng = np.random.default_rng(config.seed)
+        probe = np.asarray(self.dataset.sample(1, np.random.default_rng(0)))
+        self.example_shape = tuple(probe.shape[1:])
+        self.model = build_model(config, self.example_shape)
+        self.optimizer = Adam(
+            self.model.params,
+            lr=config.lr,
+            clip_norm=config.grad_clip,
+            warmup_steps=config.warmup_steps,
+        )
+        self.ema = EMA(self.model.params, decay=config.ema_decay)
+        self.step = 0
+        self.last_checkpoint: Path | None = None
+
+    # ------------------------------------------------------------------ one step
+
+    def train_step(self) -> dict[str, float]:
+        """One optimisation step; returns the batch-mean loss terms."""
+        cfg, d = self.config, self.diffusion
+        B = cfg.batch_size
+        dtype = self.model.dtype
+        x0 = np.asarray(self.dataset.sample(B, self.rng), dtype=dtype)
+        t = self.rng.integers(0, d.num_timesteps, size=B)
+        noise = self.rng.standard_normal(x0.shape).astype(dtype)
+        x_t = d.q_sample(x0, t, noise)
+        out, cache = self.model.forward(x_t, d.model_timesteps(t))
+        terms, grad = d.training_losses(out, x0, t, noise)
+        loss = float(np.mean(terms["loss"]))
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"non-finite loss ({loss}) at step {self.step + 1}; parameters were not "
+                f"updated; last good checkpoint: {self.last_checkpoint or 'none written yet'}"
+            )
+        grads = self.model.backward((grad / B).astype(dtype, copy=False), cache)
+        self.optimizer.step(grads)
+        self.ema.update(self.model.params)
+        self.step += 1
+        return {k: float(np.mean(v)) for k, v in terms.items()}
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays: dict[str, np.ndarray] = {f"params/{k}": v for k, v in self.model.params.items()}
+        ints: dict[str, int] = {}
+        for prefix, state in (
+            ("adam", self.optimizer.state_dict()),
+            ("ema", self.ema.state_dict()),
+        ):
+            for k, v in state.items():
+                if isinstance(v, np.ndarray):
+                    arrays[f"{prefix}/{k}"] = v
+                else:
+                    ints[f"{prefix}/{k}"] = int(v)
+        return arrays, ints
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a checkpoint atomically (config, step, params, Adam, EMA, RNG state)."""
+        arrays, ints = self.state_arrays()
+        header = {
+            "kind": "npddpm-train",
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "counters": ints,
+            "rng": self.rng.bit_generator.state,
+            "example_shape": list(self.example_shape),
+        }
+        self.last_checkpoint = save_checkpoint(path, arrays, header)
+        return self.last_checkpoint
+
+    def load(self, path: str | os.PathLike) -> None:
+        """Restore a checkpoint written by :meth:`save` for the same model configuration."""
+        arrays, header = load_checkpoint(path)
+        if header.get("kind") != "npddpm-train":
+            raise ValueError(f"{path}: not a training checkpoint")
+        theirs = TrainConfig.from_dict(header["config"]).model_signature()
+        ours = self.config.model_signature()
+        if theirs != ours:
+            diff = ", ".join(
+                f"{k} (checkpoint {theirs[k]!r}, config {ours[k]!r})"
+                for k in ours
+                if theirs[k] != ours[k]
+            )
+            raise ValueError(f"{path}: checkpoint is for another model; differs in {diff}")
+        for k, p in self.model.params.items():
+            src = arrays.get(f"params/{k}")
+            if src is None or src.shape != p.shape or src.dtype != p.dtype:
+                raise ValueError(f"{path}: parameter {k!r} is missing or has the wrong shape")
+            p[...] = src
+        counters = header["counters"]
+        opt = {k[len("adam/") :]: v for k, v in arrays.items() if k.startswith("adam/")}
+        opt.update({k[len("adam/") :]: v for k, v in counters.items() if k.startswith("adam/")})
+        self.optimizer.load_state_dict(opt)
+        ema = {k[len("ema/") :]: v for k, v in arrays.items() if k.startswith("ema/")}
+        ema.update({k[len("ema/") :]: v for k, v in counters.items() if k.startswith("ema/")})
+        self.ema.load_state_dict(ema)
+        self.rng.bit_generator.state = header["rng"]
+        self.step = int(header["step"])
+        self.last_checkpoint = Path(path)
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(
+        self,
+        out_dir: str | os.PathLike | None = None,
+        *,
+        progress: bool = True,
+        callback: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> list[dict]:
+        """Train until ``config.steps``; log to ``out_dir/log.jsonl`` and checkpoint to
+        ``out_dir/checkpoint.npz`` every ``checkpoint_every`` steps and at the end."""
+        cfg = self.config
+        out = Path(out_dir) if out_dir is not None else None
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+        log_f = open(out / "log.jsonl", "a") if out is not None else None
+        bar = _progress(total=cfg.steps, initial=self.step, enabled=progress)
+        history: list[dict] = []
+        t_last, s_last = time.perf_counter(), self.step
+        try:
+            while self.step < cfg.steps:
+                terms = self.train_step()
+                if callback is not None:
+                    callback(self.step, terms)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    now = time.perf_counter()
+                    rate = (self.step - s_last) / max(now - t_last, 1e-9)
+                    t_last, s_last = now, self.step
+                    rec = {
+                        "step": self.step,
+                        **terms,
+                        "steps_per_s": round(rate, 2),
+                        "grad_norm": self.optimizer.last_grad_norm,
+                    }
+                    history.append(rec)
+                    if log_f is not None:
+                        log_f.write(json.dumps(rec) + "\n")
+                        log_f.flush()
+                    bar.set_postfix(loss=f"{terms['loss']:.4f}", it_s=f"{rate:.0f}")
+                bar.update(1)
+                if out is not None and (
+                    self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps
+                ):
+                    self.save(out / "checkpoint.npz")
+        finally:
+            bar.close()
+            if log_f is not None:
+                log_f.close()
+        return history
+
+
+def train(
+    config: TrainConfig,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    resume: str | os.PathLike | None = None,
+    progress: bool = True,
+    dataset: Any = None,
+) -> Trainer:
+    """Build a :class:`Trainer`, optionally resume from a checkpoint, and run it."""
+    trainer = Trainer(config, dataset=dataset)
+    if resume is not None:
+        trainer.load(resume)
+    trainer.run(out_dir, progress=progress)
+    return trainer
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def set_postfix(self, **kw):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, initial: int = 0, enabled: bool = True):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, leave=False
+    )

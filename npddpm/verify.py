@@ -1,0 +1,352 @@
+r"""The verification suite behind ``npddpm verify``: npddpm's samplers against the analytic
+oracle.
+
+Two kinds of check, each a :class:`Row`:
+
+``moments``
+    Single-Gaussian data (full covariance, D = 3). For each schedule × respacing × sampler ×
+    variance: the exact output mean/covariance from the moment recursion
+    (:func:`npddpm.analytic.sampler_moments`), reported as its error against the data
+    distribution (the sampler's discretisation error with the perfect denoiser, from
+    x_T ~ N(0, I)); and, deterministically, the largest difference between the sampler's
+    actual output and the affine recursion applied to the same x_T and noise (must be
+    rounding, ≤ 1e-9). Rows with the exact reverse variance must also reproduce the data to
+    rounding when started from q(x_T).
+``chain``
+    Gaussian-mixture data in 2-D and 16-D. The oracle-driven chain from N(0, I) is compared at
+    several checkpoints with the exact q(x_t): one-sample Kolmogorov–Smirnov tests of random
+    projections against the exact projected mixture CDF, and a χ² test of the sample mean
+    against the exact mean and covariance. Each p-value is compared with α/m (Bonferroni over
+    all m tests of the run), so the family-wise false-failure probability is :data:`ALPHA`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from .analytic import GaussianMixture, sampler_affine_steps, sampler_moments
+from .diffusion import GaussianDiffusion
+from .samplers import ddim, ddpm
+from .schedules import Schedule, space_timesteps
+
+__all__ = [
+    "ALPHA",
+    "LEGEND",
+    "Row",
+    "format_table",
+    "mean_chi2_pvalue",
+    "projection_ks_pvalues",
+    "run_verification",
+]
+
+ALPHA = 1e-3  # family-wise false-failure probability of all statistical rows together
+DETERMINISTIC_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the verification table."""
+
+    check: str
+    data: str
+    schedule: str
+    sampler: str
+    variance: str
+    metric: str
+    value: float
+    limit: float
+    passed: bool
+    note: str = ""
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def projection_cdf(mixture: GaussianMixture, u: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The exact CDF of uᵀx for x ~ ``mixture``: a 1-D mixture of N(uᵀμ_k, uᵀΣ_k u)."""
+    m = mixture.means @ u
+    sd = np.sqrt(np.einsum("i,kij,j->k", u, mixture.covariance_matrices(), u))
+    w = mixture.weights
+
+    def cdf(y):
+        y = np.asarray(y, dtype=np.float64)
+        return np.sum(w * stats.norm.cdf((y[..., None] - m) / sd), axis=-1)
+
+    return cdf
+
+
+def projection_ks_pvalues(
+    samples: np.ndarray, mixture: GaussianMixture, directions: np.ndarray
+) -> np.ndarray:
+    """One-sample KS p-values of ``samples @ directions[:, j]`` against the exact projected
+    CDF of ``mixture``, one per column of ``directions`` (D, J)."""
+    x = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)
+    return np.array(
+        [stats.kstest(x @ u, projection_cdf(mixture, u)).pvalue for u in np.asarray(directions).T]
+    )
+
+
+def mean_chi2_pvalue(samples: np.ndarray, mixture: GaussianMixture) -> float:
+    r"""p-value of :math:`n(\bar x - m)^\top C^{-1}(\bar x - m) \sim \chi^2_D` with the exact
+    mean m and covariance C of ``mixture`` (CLT; Cholesky solve)."""
+    x = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)
+    n = x.shape[0]
+    L = np.linalg.cholesky(mixture.covariance())
+    z = np.linalg.solve(L, np.sqrt(n) * (x.mean(0) - mixture.mean()))
+    return float(stats.chi2.sf(z @ z, df=x.shape[1]))
+
+
+def directions(dim: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` unit vectors (D, count): the coordinate axes first (up to half), then random."""
+    axes = min(dim, count // 2)
+    u = np.concatenate([np.eye(dim)[:, :axes], rng.standard_normal((dim, count - axes))], 1)
+    return u / np.linalg.norm(u, axis=0)
+
+
+# ---------------------------------------------------------------- data sets
+
+
+def gaussian_3d() -> GaussianMixture:
+    """The single full-covariance Gaussian of the moment rows."""
+    c = np.array([[0.5, 0.2, -0.1], [0.2, 0.3, 0.05], [-0.1, 0.05, 0.2]])
+    return GaussianMixture([1.0], [[0.3, -0.5, 0.8]], c[None])
+
+
+def gaussian_diag_3d() -> GaussianMixture:
+    """A diagonal Gaussian, for the learned-variance rows (the oracle's variance channels are
+    the diagonal of the exact reverse covariance, exact for diagonal data)."""
+    return GaussianMixture([1.0], [[0.3, -0.5, 0.8]], [[0.5, 0.05, 0.2]])
+
+
+def mixture_2d() -> GaussianMixture:
+    """Three full-covariance components in 2-D."""
+    return GaussianMixture(
+        [0.5, 0.3, 0.2],
+        [[-1.5, 0.5], [1.0, 1.0], [0.5, -1.5]],
+        [
+            [[0.1, 0.05], [0.05, 0.2]],
+            [[0.3, -0.1], [-0.1, 0.1]],
+            [[0.05, 0.0], [0.0, 0.05]],
+        ],
+    )
+
+
+def mixture_16d() -> GaussianMixture:
+    """Three diagonal-covariance components in 16-D (fixed seed)."""
+    rng = np.random.default_rng(16)
+    return GaussianMixture(
+        [0.4, 0.35, 0.25], 1.5 * rng.standard_normal((3, 16)), rng.uniform(0.05, 0.5, (3, 16))
+    )
+
+
+# ---------------------------------------------------------------- the suite
+
+MOMENT_CASES = (
+    ("ddpm", 0.0, "fixed_small", "model"),
+    ("ddpm", 0.0, "fixed_large", "model"),
+    ("ddpm", 0.0, "learned_range", "model"),
+    ("ddpm", 0.0, "fixed_small", "exact"),
+    ("ddim", 0.0, "fixed_small", "model"),
+    ("ddim", 0.5, "fixed_small", "model"),
+    ("ddim", 1.0, "fixed_small", "model"),
+    ("ddim", 0.0, "fixed_small", "exact"),
+)
+
+
+def _sampler_label(sampler: str, eta: float, var_type: str, variance: str) -> tuple[str, str]:
+    name = "ddpm" if sampler == "ddpm" else f"ddim η={eta:g}"
+    var = "exact" if variance == "exact" else (var_type if sampler == "ddpm" else "σ(η)")
+    return name, var
+
+
+def _affine_reference(mixture, diffusion, sampler, eta, variance, x_T, noise):
+    U, steps = sampler_affine_steps(mixture, diffusion, sampler=sampler, eta=eta, variance=variance)
+    y = x_T if U is None else x_T @ U
+    for t, A, B, v in steps:
+        z = noise[t] if U is None else noise[t] @ U
+        y = A * y + B + np.sqrt(v) * z
+    return y if U is None else y @ U.T
+
+
+SPACINGS = {"linear": ("1000", "100", "ddim10"), "cosine": ("250", "50", "ddim10")}
+
+
+def moment_rows(
+    spacings: dict[str, Sequence[str]] | None = None,
+    batch: int = 32,
+) -> list[Row]:
+    """The ``moments`` rows (see the module docstring); ``spacings`` maps schedule names (of
+    1000 steps) to respacings (``"1000"``: none), default :data:`SPACINGS`."""
+    full, diag = gaussian_3d(), gaussian_diag_3d()
+    rows = []
+    for name, spacing_list in (spacings or SPACINGS).items():
+        base = Schedule.from_name(name, 1000)
+        for spacing in spacing_list:
+            s = base if spacing == "1000" else base.respace(space_timesteps(1000, spacing))
+            label = f"{name} {spacing}"
+            for k, (sampler, eta, var_type, variance) in enumerate(MOMENT_CASES):
+                data = diag if var_type.startswith("learned") else full
+                d = GaussianDiffusion(s, var_type=var_type)
+                mom = sampler_moments(data, d, sampler=sampler, eta=eta, variance=variance)
+                rng = np.random.default_rng(k)
+                x_T = rng.standard_normal((batch, 3))
+                noise = rng.standard_normal((s.num_timesteps, batch, 3))
+                fn = ddpm if sampler == "ddpm" else ddim
+                kw = {} if sampler == "ddpm" else {"eta": eta}
+                out = fn(
+                    d,
+                    data.denoiser(d),
+                    x_T,
+                    noise=noise,
+                    clip_denoised=False,
+                    variance=variance,
+                    **kw,
+                )
+                ref = _affine_reference(data, d, sampler, eta, variance, x_T, noise)
+                dev = float(np.max(np.abs(out - ref)))
+                sname, vname = _sampler_label(sampler, eta, var_type, variance)
+                note = f"vs data: |Δmean| {mom.mean_error:.1e}, |ΔΣ| {mom.covariance_error:.1e}"
+                ok = dev <= DETERMINISTIC_TOL
+                if variance == "exact":
+                    exact = sampler_moments(
+                        data, d, sampler=sampler, eta=eta, variance=variance, start="marginal"
+                    )
+                    err = max(exact.mean_error, exact.covariance_error)
+                    note += f"; from q(x_T): {err:.1e}"
+                    ok = ok and err <= DETERMINISTIC_TOL
+                rows.append(
+                    Row(
+                        "moments",
+                        "N(μ,Σ) 3-D" if data is full else "N(μ,diag) 3-D",
+                        label,
+                        sname,
+                        vname,
+                        "sampler−recursion",
+                        dev,
+                        DETERMINISTIC_TOL,
+                        ok,
+                        note,
+                    )
+                )
+    return rows
+
+
+def chain_rows(
+    n: int = 2000,
+    spacing: str = "250",
+    checkpoints: tuple[float, ...] = (0.5, 0.2, 0.05, 0.0),
+    n_directions: int = 6,
+    alpha_per_test: float | None = None,
+    samplers: tuple[tuple[str, float], ...] = (("ddpm", 0.0), ("ddim", 0.0)),
+    seed: int = 0,
+    datasets: dict[str, GaussianMixture] | None = None,
+) -> list[Row]:
+    """The ``chain`` rows: per data set, sampler and checkpoint, the smallest p-value of the
+    KS projections and the χ² mean test, against the Bonferroni limit α/m (m: all tests of
+    the call; ``alpha_per_test`` overrides it).
+
+    ``checkpoints`` are fractions of the number of steps: index ``round(f·(T−1))``; ``0.0``
+    gives index 0's output, i.e. the data distribution itself (index −1).
+    """
+    datasets = datasets or {"mixture 2-D": mixture_2d(), "mixture 16-D": mixture_16d()}
+    s = Schedule.from_name("linear", 1000).respace(space_timesteps(1000, spacing))
+    T = s.num_timesteps
+    d = GaussianDiffusion(s)
+    cps = [*sorted({round(f * (T - 1)) for f in checkpoints if f > 0}, reverse=True), -1]
+    n_tests = len(datasets) * len(samplers) * len(cps) * (n_directions + 1)
+    alpha = alpha_per_test if alpha_per_test is not None else ALPHA / n_tests
+    rows = []
+    for di, (dname, gm) in enumerate(datasets.items()):
+        u = directions(gm.dim, n_directions, np.random.default_rng(100 + di))
+        for sampler, eta in samplers:
+            keep = {}
+
+            def grab(info, keep=keep):
+                if info["t"] - 1 in cps:
+                    keep[info["t"] - 1] = info["x"].copy()
+
+            fn = ddpm if sampler == "ddpm" else ddim
+            kw = {} if sampler == "ddpm" else {"eta": eta}
+            fn(d, gm.denoiser(d), (n, gm.dim), seed=seed, clip_denoised=False, callback=grab, **kw)
+            sname = "ddpm" if sampler == "ddpm" else f"ddim η={eta:g}"
+            for t in cps:
+                target = gm if t == -1 else gm.marginal(s, t)
+                p_ks = projection_ks_pvalues(keep[t], target, u)
+                p_chi = mean_chi2_pvalue(keep[t], target)
+                p = float(min(p_ks.min(), p_chi))
+                where = "x₀ (data)" if t == -1 else f"t={int(s.timestep_map[t])}"
+                rows.append(
+                    Row(
+                        "chain",
+                        dname,
+                        f"linear {spacing}",
+                        sname,
+                        "fixed_small" if sampler == "ddpm" else "σ(η)",
+                        f"min p @ {where}",
+                        p,
+                        alpha,
+                        p >= alpha,
+                        f"{n_directions} KS + χ², n={n}",
+                    )
+                )
+    return rows
+
+
+def run_verification(*, quick: bool = False) -> list[Row]:
+    """Run the whole suite and return its rows (``quick``: fewer cases, for tests)."""
+    if quick:
+        return moment_rows({"linear": ("ddim10",)}) + chain_rows(
+            n=500, spacing="50", checkpoints=(0.5, 0.0), samplers=(("ddpm", 0.0),)
+        )
+    return moment_rows() + chain_rows()
+
+
+LEGEND = (
+    "moments: value = max |sampler − affine recursion| with identical noise (the note gives "
+    "the recursion's error against the data); chain: smallest p-value of the row's tests, "
+    f"limit α/m (Bonferroni over all m tests, family-wise α = {ALPHA:g})"
+)
+
+
+def format_table(rows: list[Row], seconds: float | None = None) -> str:
+    """A plain-text table of ``rows``, then a summary line."""
+    head = (
+        "check",
+        "data",
+        "schedule",
+        "sampler",
+        "variance",
+        "metric",
+        "value",
+        "limit",
+        "ok",
+        "note",
+    )
+    body = [
+        (
+            r.check,
+            r.data,
+            r.schedule,
+            r.sampler,
+            r.variance,
+            r.metric,
+            f"{r.value:.2e}",
+            f"{r.limit:.1e}",
+            "ok" if r.passed else "FAIL",
+            r.note,
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
+    out = [line(head), line(["-" * w for w in widths])] + [line(b).rstrip() for b in body]
+    failed = sum(not r.passed for r in rows)
+    summary = f"{len(rows)} checks, {failed} failed"
+    if seconds is not None:
+        summary += f", {seconds:.1f} s"
+    out.append(summary)
+    return "\n".join(out)

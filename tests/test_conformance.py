@@ -1,0 +1,236 @@
+"""The conformance checker: a correct implementation conforms; each deliberately broken one
+is detected and named (the fault bed); real diffusers conforms up to its documented
+divergences (skipped cleanly without torch/diffusers)."""
+
+import numpy as np
+import pytest
+
+from npddpm.conformance import CallablesAdapter, ConformanceError, assert_conforms, check
+from npddpm.schedules import get_named_beta_schedule
+
+
+class Impl:
+    """An improved-diffusion-style implementation written out from the papers (float64),
+    with switchable faults. Independent of npddpm's code paths."""
+
+    def __init__(self, betas, mean_type="eps", var_type="fixed_small", clip=True, fault=None):
+        self.fault = fault
+        b = np.asarray(betas, dtype=np.float64)
+        a = 1 - b
+        ab = np.cumprod(a)
+        self.ab_table = ab
+        if fault == "float16":
+            ab = ab.astype(np.float16).astype(np.float64)
+        abp = np.append(1.0, ab[:-1])
+        self.b, self.a, self.ab, self.abp = b, a, ab, abp
+        self.pv = b * (1 - abp) / (1 - ab)
+        self.mean_type, self.var_type, self.clip = mean_type, var_type, clip
+
+    def t(self, t):
+        return t + 1 if self.fault == "off_by_one" and t + 1 < len(self.b) else t
+
+    def q_sample(self, x0, t, z):
+        t = self.t(t)
+        return np.sqrt(self.ab[t]) * x0 + np.sqrt(1 - self.ab[t]) * z
+
+    def x0_hat(self, mo, xt, t):
+        ab = self.ab[t]
+        if self.mean_type == "eps":
+            x0 = (xt - np.sqrt(1 - ab) * mo) / np.sqrt(ab)
+        else:  # v
+            sign = 1.0 if self.fault == "v_sign" else -1.0
+            x0 = np.sqrt(ab) * xt + sign * np.sqrt(1 - ab) * mo
+        if self.clip and self.fault != "no_clip":
+            x0 = np.clip(x0, -1, 1)
+        return x0
+
+    def ddpm(self, mo, xt, t, z):
+        t = self.t(t)
+        x0 = self.x0_hat(mo, xt, t)
+        c1 = self.b[t] * np.sqrt(self.abp[t]) / (1 - self.ab[t])
+        c2 = (1 - self.abp[t]) * np.sqrt(self.a[t]) / (1 - self.ab[t])
+        mean = c1 * x0 + c2 * xt
+        small = self.var_type == "fixed_small" and self.fault != "beta_for_beta_tilde"
+        var = (self.pv if small else np.append(self.pv[1], self.b[1:]))[t]
+        if small and t == 0:
+            var = self.pv[1]  # log-variance clipped at t = 0 (masked anyway)
+        mask = 1.0 if (t != 0 or self.fault == "last_noise") else 0.0
+        return mean + mask * np.sqrt(var) * z, x0
+
+    def adapter(self, schedule=None):
+        return CallablesAdapter(
+            name=f"impl[{self.fault}]",
+            alphas_cumprod=self.ab_table,
+            mean_type=self.mean_type,
+            var_type=self.var_type,
+            clip_denoised=self.clip,
+            schedule=schedule,
+            q_sample_fn=self.q_sample,
+            ddpm_step_fn=self.ddpm,
+        )
+
+
+COS = get_named_beta_schedule("cosine", 1000)
+
+
+def test_correct_implementation_conforms():
+    for mt in ("eps", "v"):
+        r = check(Impl(COS, mean_type=mt).adapter(schedule=("cosine", {})))
+        assert r.conforms and not r.known, r.table()
+    assert_conforms(Impl(COS).adapter())
+
+
+@pytest.mark.parametrize(
+    "fault, kwargs, name",
+    [
+        ("off_by_one", {}, "off-by-one timestep"),
+        ("beta_for_beta_tilde", {}, "β used where β̃ belongs"),
+        ("no_clip", {}, "clipping missing"),
+        ("v_sign", {"mean_type": "v"}, "wrong sign in the v-conversion"),
+        ("last_noise", {}, "noise added at the last step"),
+    ],
+)
+def test_fault_is_detected_and_named(fault, kwargs, name):
+    r = check(Impl(COS, fault=fault, **kwargs).adapter())
+    assert not r.conforms
+    assert any(name in f for f in r.faults()), r.table()
+    assert "unexplained" not in r.faults(), r.table()
+    with pytest.raises(ConformanceError, match=name):
+        assert_conforms(Impl(COS, fault=fault, **kwargs).adapter())
+
+
+def test_float16_alpha_bar_is_named():
+    r = check(Impl(COS, fault="float16").adapter())
+    assert not r.conforms and any("float16" in f for f in r.faults()), r.table()
+    impl = Impl(COS)
+    table = impl.ab_table.astype(np.float16).astype(np.float64)
+    ad = CallablesAdapter(name="f16 table", alphas_cumprod=table, schedule=("cosine", {}))
+    r = check(ad)
+    assert not r.conforms and any("float16" in f for f in r.faults()), r.table()
+
+
+def test_unscaled_linear_schedule_is_named():
+    # At T = 500, improved-diffusion's linear is 2× TF/diffusers' unscaled one.
+    betas = get_named_beta_schedule("linear_unscaled", 500)
+    r = check(Impl(betas).adapter(schedule=("linear", {})))
+    assert not r.conforms
+    assert any("unscaled linear schedule" in f for f in r.faults()), r.table()
+    # the steps themselves conform once its own ᾱ is injected
+    assert all(row.verdict == "ok" for row in r.rows if row.quantity != "alphas_cumprod")
+
+
+# --- real diffusers --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def diffusers():
+    pytest.importorskip("torch")
+    return pytest.importorskip("diffusers")
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize(
+    "kw, steps",
+    [
+        ({}, None),
+        ({"variance_type": "fixed_large", "timestep_spacing": "trailing"}, 50),
+        ({"prediction_type": "v_prediction", "beta_schedule": "squaredcos_cap_v2"}, None),
+        ({"prediction_type": "sample", "clip_sample": False}, 20),
+    ],
+)
+def test_diffusers_ddpm_conforms_up_to_known_divergences(diffusers, kw, steps):
+    from npddpm.conformance import DiffusersAdapter
+
+    r = check(
+        DiffusersAdapter(
+            diffusers.DDPMScheduler(num_train_timesteps=1000, **kw), num_inference_steps=steps
+        )
+    )
+    assert r.conforms, r.table()
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("spacing", ["leading", "linspace", "trailing"])
+def test_diffusers_ddim_known_divergences(diffusers, spacing):
+    from npddpm.conformance import DiffusersAdapter
+
+    r = check(
+        DiffusersAdapter(
+            diffusers.DDIMScheduler(num_train_timesteps=1000, timestep_spacing=spacing),
+            num_inference_steps=50,
+        )
+    )
+    assert r.conforms, r.table()
+    names = {row.diagnosis for row in r.known}
+    assert any("not re-derived" in n for n in names)  # B.10.6, clipping triggers on purpose
+    if spacing == "linspace":
+        assert any("t − T//N" in n for n in names)  # HF #12633
+
+
+@pytest.mark.torch
+def test_diffusers_timestep_tables_are_reproduced_exactly(diffusers):
+    from npddpm.schedules import diffusers_timesteps
+
+    for T in (1000, 4000):
+        for N in (1, 2, 3, 10, 21, 50, 61, 100, 103, 250, T - 1, T):
+            for spacing in ("leading", "trailing", "linspace"):
+                for offset in (0, 1):
+                    s = diffusers.DDPMScheduler(
+                        num_train_timesteps=T, timestep_spacing=spacing, steps_offset=offset
+                    )
+                    s.set_timesteps(N)
+                    ours = diffusers_timesteps(T, N, spacing, offset)
+                    assert np.array_equal(s.timesteps.numpy(), ours), (T, N, spacing, offset)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize(
+    "variance_type, diagnosis",
+    [
+        ("learned", "read as σ²"),  # B.10.4
+        ("fixed_large_log", "√(log β)"),  # HF #14569: NaN samples
+    ],
+)
+def test_diffusers_variance_divergences_are_known(diffusers, variance_type, diagnosis):
+    from npddpm.conformance import DiffusersAdapter
+
+    r = check(
+        DiffusersAdapter(
+            diffusers.DDPMScheduler(num_train_timesteps=1000, variance_type=variance_type)
+        )
+    )
+    assert r.conforms, r.table()
+    assert any(diagnosis in row.diagnosis for row in r.known), r.table()
+
+
+class IDStyle:
+    """A NumPy port with improved-diffusion's method names and calling conventions
+    (tensors of per-row timesteps, a model callable, dict results), built on Impl."""
+
+    def __init__(self, impl):
+        self.impl = impl
+        self.alphas_cumprod = impl.ab_table
+        self._noise = None
+
+    def set_noise(self, z):
+        self._noise = z
+
+    def q_sample(self, x_start, t, noise=None):
+        return self.impl.q_sample(x_start, int(t[0]), noise)
+
+    def p_sample(self, model, x, t, clip_denoised=True):
+        mo = model(x, t)
+        sample, x0 = self.impl.ddpm(mo, x, int(t[0]), self._noise)
+        return {"sample": sample, "pred_xstart": x0}
+
+
+def test_improved_diffusion_style_adapter():
+    from npddpm.conformance import ImprovedDiffusionAdapter
+
+    good = IDStyle(Impl(COS))
+    ad = ImprovedDiffusionAdapter(good, dtype=np.float64, noise_hook=good.set_noise)
+    r = check(ad)
+    assert r.conforms and any(row.quantity == "ddpm_step" for row in r.rows), r.table()
+    bad = IDStyle(Impl(COS, fault="last_noise"))
+    r = check(ImprovedDiffusionAdapter(bad, dtype=np.float64, noise_hook=bad.set_noise))
+    assert any("noise added at the last step" in f for f in r.faults()), r.table()
