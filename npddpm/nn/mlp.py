@@ -111,7 +111,8 @@ class MLP:
         into ``threads`` chunks of rows, each run through the whole forward and backward pass
         by its own Python thread with a single-threaded BLAS (Numba kernels and BLAS release
         the GIL), and the chunks' parameter gradients are summed. ``None`` uses every CPU this
-        process may run on; 1 runs one chunk with BLAS's own threads. Results do not depend
+        process may run on; 1 runs one chunk with BLAS's own threads (a smaller batch with
+        ``threads > 1`` runs as one chunk with one BLAS thread). Results do not depend
         on timing, but the summation order (and so the last bits) depends on ``threads``.
         While a multi-chunk pass runs, OpenBLAS is set to one thread process-wide (and
         restored afterwards).

@@ -81,8 +81,10 @@ def test_activations(name, shape, seed):
 def test_activation_values_against_closed_forms():
     # Independent closed forms: SiLU(x) = x/(1+e^-x); GELU(1) = Φ(1) = 0.841344746068543.
     x = np.array([-30.0, -1.0, 0.0, 2.0, 30.0])
+    # A few ulp: expit and 1/(1+e^-x) are each correctly rounded to within ~1 ulp (ε ≈ 2e-16).
     np.testing.assert_allclose(layers.silu_forward(x)[0], x / (1 + np.exp(-x)), rtol=1e-15)
     g = layers.gelu_forward(np.array([1.0, -1.0]))[0]
+    # The reference values carry 15 significant digits, so 1e-14 is their own precision.
     np.testing.assert_allclose(g, [0.841344746068543, -0.158655253931457], rtol=1e-14)
     assert layers.silu_forward(np.float32([1.0]))[0].dtype == np.float32
 
@@ -105,6 +107,7 @@ def test_timestep_embedding_values():
     # improved-diffusion: freqs_k = exp(-ln(10000) k / half); e = [cos(t f), sin(t f)].
     e, _ = layers.timestep_embedding_forward(np.array([0, 7]), 5, dtype=np.float64)
     f = np.array([1.0, 0.01])  # 10000^(-k/2), k = 0, 1
+    # Same float64 cos/sin of phases that differ by ≤ 1 ulp (exp(−ln(1e4)/2) vs 0.01): 1e-15.
     np.testing.assert_allclose(e[1], np.r_[np.cos(7 * f), np.sin(7 * f), 0.0], rtol=1e-15)
     np.testing.assert_array_equal(e[0], [1, 1, 0, 0, 0])
 
@@ -146,6 +149,7 @@ def test_group_norm_statistics():
     x = 3 + 2 * rng.standard_normal((2, 6, 4, 4))
     y, _ = layers.group_norm_forward(x, np.ones(6), np.zeros(6), 3, eps=0.0)
     yg = y.reshape(2, 3, -1)
+    # Means and variances of 32 O(1) float64 values: rounding ~32·ε ≈ 1e-14.
     np.testing.assert_allclose(yg.mean(axis=2), 0, atol=1e-14)
     np.testing.assert_allclose(yg.var(axis=2), 1, rtol=1e-13)
 
@@ -199,6 +203,7 @@ def test_channels_last_layers_match_channels_first():
         (layers.upsample_forward(x)[0], layers.upsample_forward(xl, channels_last=True)[0]),
     ]
     for first, last in pairs:
+        # Same formulas, different summation order over ≤ 72 values: ~1e-14 of O(1) numbers.
         np.testing.assert_allclose(last, first.transpose(0, 2, 3, 1), rtol=1e-13, atol=1e-14)
 
 
@@ -265,6 +270,7 @@ def test_self_attention_against_explicit_loops():
                 p = np.exp(s) / np.exp(s).sum()
                 o[i, h * d : (h + 1) * d] = sum(p[j] * v[j] for j in range(length))
         expected[b] = o @ wo + bo
+    # Float64 sums of ≤ 12 products in a different order, then a softmax: ~1e-14; 1e-12 margin.
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
 
 
