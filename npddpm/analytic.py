@@ -360,6 +360,12 @@ class GaussianMixture:
         r"""log q(x_t) per row, shape (B,) (per-row t allowed)."""
         return self._run(x_t, schedule, t, "log_prob")
 
+    def data_score(self, x: object) -> Array:
+        r"""∇ log p(x) of the mixture itself (the t → −1 limit: ᾱ = 1), shape of x."""
+        xf, _ = self._flat(x, "x")
+        B = xf.shape[0]
+        return self._posterior(xf, np.ones(B), np.zeros(B))["score"].reshape(np.shape(x))
+
     def denoiser(self, diffusion: GaussianDiffusion) -> OracleDenoiser:
         """The optimal model for ``diffusion``: see :class:`OracleDenoiser`."""
         return OracleDenoiser(self, diffusion)

@@ -23,6 +23,51 @@ def _build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train, sample and evaluate on the embedded default")
     demo.add_argument("--out", default="npddpm-demo", help="output directory")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--steps", type=int, default=None, help="training steps (default 6000)")
+    demo.add_argument("--n", type=int, default=2000, help="samples to draw and score")
+
+    tr = sub.add_parser("train", help="train a denoiser on a dataset")
+    tr.add_argument("--dataset", default="8gaussians", help="a name from npddpm.data.NAMES")
+    tr.add_argument(
+        "--model",
+        default=None,
+        choices=["mlp", "unet"],
+        help="default: mlp for vectors, unet for images",
+    )
+    tr.add_argument("--out", required=True, help="output directory (checkpoint, log)")
+    tr.add_argument("--steps", type=int, default=3000)
+    tr.add_argument("--batch-size", type=int, default=256)
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--schedule", default="linear")
+    tr.add_argument("--timesteps", type=int, default=1000)
+    tr.add_argument("--mean-type", default="eps")
+    tr.add_argument("--var-type", default="fixed_small")
+    tr.add_argument("--loss-type", default="mse")
+    tr.add_argument("--hidden", type=int, default=None, help="MLP width")
+    tr.add_argument("--channels", type=int, default=None, help="U-Net base channels")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--backend", default="numpy", choices=["numpy", "cpu", "cuda"])
+    tr.add_argument("--resume", default=None, help="continue from this checkpoint")
+    tr.add_argument("--quiet", action="store_true")
+
+    sm = sub.add_parser("sample", help="sample from a training checkpoint")
+    sm.add_argument("checkpoint")
+    sm.add_argument("--out", required=True, help="output .npz (array 'samples')")
+    sm.add_argument("--n", type=int, default=1000)
+    sm.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"])
+    sm.add_argument("--steps", type=int, default=None, help="respaced steps (default: all)")
+    sm.add_argument("--eta", type=float, default=0.0)
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--backend", default="numpy", choices=["numpy", "cpu", "cuda"])
+    sm.add_argument("--no-ema", action="store_true", help="use the raw, not the EMA, weights")
+    sm.add_argument("--clip", action="store_true", help="clip x̂₀ to [−1, 1] (image data)")
+    sm.add_argument("--quiet", action="store_true")
+
+    ev = sub.add_parser("eval", help="score samples against a dataset (metrics with floors)")
+    ev.add_argument("samples", help=".npz file with the samples")
+    ev.add_argument("--dataset", required=True)
+    ev.add_argument("--key", default="samples", help="array name in the .npz")
+    ev.add_argument("--json", default=None, help="also write the metrics here")
 
     vec = sub.add_parser("vectors", help="test vectors for other implementations")
     vsub = vec.add_subparsers(dest="vectors_command", metavar="ACTION", parser_class=_Parser)
@@ -87,11 +132,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     if args.command == "demo":
-        print(
-            "npddpm demo: not built yet — training lands with the main-job issue; "
-            "the schedules and their checks are available now (see README)."
-        )
-        return 0
+        return _demo(args)
+    if args.command == "train":
+        return _train(args)
+    if args.command == "sample":
+        return _sample(args)
+    if args.command == "eval":
+        return _eval(args)
     if args.command == "vectors":
         return _vectors(parser, args)
     if args.command == "conform":
@@ -100,6 +147,142 @@ def main(argv: list[str] | None = None) -> int:
         return _verify(args.quiet)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .demo import run_demo
+
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".npddpm-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        return _fail(f"cannot write to output directory {out}: {exc.strerror or exc}")
+    if args.steps is not None and args.steps < 1:
+        return _fail(f"--steps must be >= 1, got {args.steps}")
+    if args.n < 10:
+        return _fail(f"--n must be >= 10, got {args.n}")
+    run_demo(out, progress=not args.quiet, steps=args.steps, n=args.n)
+    print(f"wrote {out / 'metrics.json'} and {out / 'samples.npz'}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from . import data
+    from .io import CheckpointError
+    from .training import TrainConfig, TrainingError, train
+
+    try:
+        ds = data.get(args.dataset)
+        model = args.model or ("mlp" if len(ds.shape) == 1 else "unet")
+        opts = {}
+        if args.hidden is not None:
+            opts["hidden"] = args.hidden
+        if args.channels is not None:
+            opts["channels"] = args.channels
+        cfg = TrainConfig(
+            dataset=args.dataset,
+            model=model,
+            model_options=opts,
+            schedule=args.schedule,
+            num_timesteps=args.timesteps,
+            mean_type=args.mean_type,
+            var_type=args.var_type,
+            loss_type=args.loss_type,
+            batch_size=args.batch_size,
+            steps=args.steps,
+            lr=args.lr,
+            seed=args.seed,
+            backend=args.backend,
+        )
+        trainer = train(cfg, args.out, resume=args.resume, progress=not args.quiet, dataset=ds)
+    except (ValueError, TypeError, TrainingError, CheckpointError) as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"cannot write to {args.out}: {exc.strerror or exc}")
+    print(f"trained {trainer.step} steps; checkpoint {trainer.last_checkpoint}")
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    import os
+
+    import numpy as np
+
+    from . import samplers
+    from .diffusion import GaussianDiffusion
+    from .io import CheckpointError
+    from .schedules import inference_timesteps
+    from .training import load_for_sampling
+
+    if args.n < 1:
+        return _fail(f"--n must be >= 1, got {args.n}")
+    try:
+        cfg, d, den = load_for_sampling(args.checkpoint, ema=not args.no_ema)
+        if args.steps is not None:
+            sched = d.schedule.respace(inference_timesteps(d.num_timesteps, args.steps))
+            d = GaussianDiffusion(
+                sched,
+                mean_type=cfg.mean_type,
+                var_type=cfg.var_type,
+                loss_type=cfg.loss_type,
+                profile=cfg.profile,
+            )
+        from . import data
+
+        shape = (args.n, *data.get(cfg.dataset).shape)
+        fn = samplers.ddpm if args.sampler == "ddpm" else samplers.ddim
+        kw = {"eta": args.eta} if args.sampler == "ddim" else {}
+        x = fn(
+            d,
+            den,
+            shape,
+            seed=args.seed,
+            backend=args.backend,
+            clip_denoised=args.clip,
+            progress=not args.quiet,
+            **kw,
+        )
+        tmp = args.out + ".tmp.npz"
+        np.savez(tmp, samples=x)
+        os.replace(tmp, args.out)
+    except (ValueError, TypeError, CheckpointError) as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"cannot write {args.out}: {exc.strerror or exc}")
+    print(f"wrote {args.n} samples to {args.out}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from . import data, metrics
+
+    try:
+        ds = data.get(args.dataset)
+        with np.load(args.samples, allow_pickle=False) as z:
+            if args.key not in z.files:
+                return _fail(f"{args.samples} has no array {args.key!r} (has {z.files})")
+            x = z[args.key]
+        res = metrics.evaluate(ds, x, rng=0)
+    except (ValueError, TypeError, OSError) as exc:
+        return _fail(str(exc))
+    print(f"{'metric':<18}{'value':>12}{'real floor':>12}")
+    for k, v in res.items():
+        print(f"{k:<18}{v['value']:>12.4f}{v['floor']:>12.4f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {k: {kk: float(vv) for kk, vv in v.items()} for k, v in res.items()}, f, indent=1
+            )
+    return 0
 
 
 def _fail(message: str) -> int:

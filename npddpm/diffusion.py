@@ -360,6 +360,18 @@ class GaussianDiffusion:
             return (x_t - self._coef(s.sqrt_alphas_cumprod, t, n, w) * x0) / (
                 self._coef(s.sqrt_one_minus_alphas_cumprod, t, n, w)
             )
+        if np.any(s.alphas_cumprod[t] == 0):
+            # zero terminal SNR: √(1/ᾱ) = ∞ makes the recip form ∞/∞; its limit is the divide
+            # form, (x_t − √ᾱ·x̂₀)/√(1 − ᾱ) = x_t at ᾱ = 0
+            zero = (s.alphas_cumprod[t] == 0).reshape((-1,) + (1,) * (n - 1))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                recip = (self._coef(s.sqrt_recip_alphas_cumprod, t, n, w) * x_t - x0) / (
+                    self._coef(s.sqrt_recipm1_alphas_cumprod, t, n, w)
+                )
+            divide = (x_t - self._coef(s.sqrt_alphas_cumprod, t, n, w) * x0) / (
+                self._coef(s.sqrt_one_minus_alphas_cumprod, t, n, w)
+            )
+            return np.where(zero, divide, recip)
         return (self._coef(s.sqrt_recip_alphas_cumprod, t, n, w) * x_t - x0) / (
             self._coef(s.sqrt_recipm1_alphas_cumprod, t, n, w)
         )
@@ -673,9 +685,9 @@ class GaussianDiffusion:
             decoder=decoder,
         )
 
-    def training_losses(self, model_output, x0, t, noise):
+    def training_losses(self, model_output, x0, t, noise, *, x_t=None):
         """See :func:`npddpm.losses.training_losses`."""
-        return _losses.training_losses(self, model_output, x0, t, noise)
+        return _losses.training_losses(self, model_output, x0, t, noise, x_t=x_t)
 
     def prior_bpd(self, x0):
         """See :func:`npddpm.losses.prior_bpd`."""

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from . import rng
 from .diffusion import GaussianDiffusion
 
 __all__ = [
@@ -40,11 +41,11 @@ ScoreFn = Callable[[np.ndarray], np.ndarray]
 
 
 def _step_noise(seed: int, step: int, shape: tuple[int, ...], dtype) -> Array:
-    return (
-        np.random.default_rng([int(seed), int(step), 0])
-        .standard_normal(shape)
-        .astype(dtype, copy=False)
-    )
+    """Normals of step ``step``: the counter-based stream (seed, step) of :mod:`npddpm.rng`,
+    which the fused ``langevin_step`` kernel evaluates in-kernel on every backend."""
+    dt = np.dtype(dtype)
+    gen = dt if dt in (np.dtype(np.float32), np.dtype(np.float64)) else np.dtype(np.float64)
+    return rng.standard_normal(int(seed), int(step), shape, gen).astype(dt, copy=False)
 
 
 def _step_uniform(seed: int, step: int, n: int) -> Array:
@@ -123,6 +124,7 @@ def langevin(
     callback: Callable[[dict[str, Any]], None] | None = None,
     return_trajectory: bool = False,
     return_info: bool = False,
+    backend: str = "numpy",
 ):
     r"""Unadjusted Langevin (ULA) or, with ``metropolis=True``, MALA (Roberts & Tweedie 1996).
 
@@ -148,6 +150,9 @@ def langevin(
         Also return every state, shape (n_steps + 1, B, ...).
     return_info : bool
         Also return ``{"acceptance_rate": float}`` (1.0 for ULA).
+    backend : {"numpy", "cpu", "cuda"}
+        Where the update x + (δ/2)·g + √δ·z runs (:func:`npddpm.kernels.langevin_step`); the
+        same seed gives the same chain on every backend.
 
     Returns
     -------
@@ -157,6 +162,8 @@ def langevin(
     n = _count(n_steps, "n_steps")
     if not callable(score_fn):
         raise TypeError("score_fn must be callable as score_fn(x) -> grad log p(x)")
+    if backend not in ("numpy", "cpu", "cuda"):
+        raise ValueError(f"unknown backend {backend!r}; available backends: numpy, cpu, cuda")
     if metropolis and not callable(log_prob):
         raise ValueError("metropolis=True needs log_prob= (a callable x -> log p(x), shape (B,))")
     x = np.array(x0, dtype=np.result_type(np.asarray(x0).dtype, np.float32), copy=True)
@@ -174,9 +181,26 @@ def langevin(
     lp = np.asarray(log_prob(x), dtype=np.float64) if metropolis else None
     sq = math.sqrt(delta)
     for k in range(n):
-        z = noise[k] if noise is not None else _step_noise(seed, k, x.shape, x.dtype)
-        mean_x = x + (delta / 2) * s
-        y = mean_x + sq * z
+        if backend != "numpy":  # the fused kernel, noise in-kernel from (seed, stream = k)
+            from . import kernels
+
+            z = None if noise is None else np.ascontiguousarray(noise[k], dtype=x.dtype)
+            y = np.asarray(
+                kernels.langevin_step(
+                    np.ascontiguousarray(x),
+                    np.ascontiguousarray(s),
+                    delta,
+                    z,
+                    seed=None if z is not None else seed,
+                    stream=k,
+                    backend=backend,
+                )
+            )
+            mean_x = x + (delta / 2) * s if metropolis else None
+        else:
+            z = noise[k] if noise is not None else _step_noise(seed, k, x.shape, x.dtype)
+            mean_x = x + (delta / 2) * s
+            y = mean_x + sq * z
         if metropolis:
             s_y = _score(score_fn, y)
             lp_y = np.asarray(log_prob(y), dtype=np.float64)
@@ -241,6 +265,7 @@ def annealed_langevin(
     seed: int = 0,
     denoise_last: bool = True,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    backend: str = "numpy",
 ) -> Array:
     r"""Annealed Langevin dynamics over the diffusion's noise levels (Song & Ermon 2019,
     Algorithm 1).
@@ -248,7 +273,8 @@ def annealed_langevin(
     For every index t from T−1 down to 0, ``n_steps_each`` Langevin steps target q(x_t) with
     δ_t = step_lr·σ_t²/σ_0², σ_t² = 1 − ᾱ_t (the level's noise variance), using the
     denoiser's score. With ``denoise_last`` the result is E[x₀ | x_0] (Tweedie) at the last
-    level, as Song & Ermon's later denoising step.
+    level, as Song & Ermon's later denoising step. ``backend`` runs each Langevin update in
+    the fused kernel (same noise, same result).
     """
     n_each = _count(n_steps_each, "n_steps_each", 1)
     lr = _positive(step_lr, "step_lr")
@@ -263,7 +289,14 @@ def annealed_langevin(
         delta = lr * sig2[t] / sig2[0]
         z = np.stack([_step_noise(seed, step + i, x.shape, x.dtype) for i in range(n_each)])
         step += n_each
-        x = langevin(lambda y, tb=tb: score(y, tb), x, step_size=delta, n_steps=n_each, noise=z)
+        x = langevin(
+            lambda y, tb=tb: score(y, tb),
+            x,
+            step_size=delta,
+            n_steps=n_each,
+            noise=z,
+            backend=backend,
+        )
         if callback is not None:
             callback({"t": t, "x": x})
     if denoise_last:
@@ -283,6 +316,7 @@ def predictor_corrector(
     seed: int = 0,
     clip_denoised: bool = False,
     per_example: bool = False,
+    backend: str = "numpy",
     callback: Callable[[dict[str, Any]], None] | None = None,
     return_info: bool = False,
 ):
@@ -293,9 +327,17 @@ def predictor_corrector(
     ε = 2α_t(r‖z‖/‖g‖)², x ← x + ε·g + √(2ε)·z (g the score, z ~ N(0, I), r = ``snr``,
     α_t = 1 − β_t; the norms are batch means of per-example norms as in score_sde, or
     per-example with ``per_example=True``); then one DDPM ancestral step t → t−1.
-    The corrector uses ``n_corrector`` extra model calls per step.
+    The corrector uses ``n_corrector`` extra model calls per step. ``backend`` runs the
+    corrector update and the predictor step in the fused kernels (same noise, same result).
     """
     n_corr = _count(n_corrector, "n_corrector", 0)
+    if backend not in ("numpy", "cpu", "cuda"):
+        raise ValueError(f"unknown backend {backend!r}; available backends: numpy, cpu, cuda")
+    kernel_lv = None
+    if backend != "numpy":
+        from .samplers import _check_kernel_path
+
+        kernel_lv = _check_kernel_path(diffusion, backend, "model", None)
     r = _positive(snr, "snr")
     x = _start(diffusion, denoiser, x_T_or_shape, seed)
     score = score_from_denoiser(diffusion, denoiser)
@@ -318,12 +360,41 @@ def predictor_corrector(
                 eps = eps.reshape((-1,) + (1,) * (x.ndim - 1))
             else:
                 eps = 2 * s.alphas[t] * (r * zn.mean() / max(gn.mean(), 1e-300)) ** 2
-            x = x + eps * g + np.sqrt(2 * eps) * z
+            if backend != "numpy" and not per_example:  # (x + ε·g) + √(2ε)·z, fused
+                from . import kernels
+
+                x = np.asarray(
+                    kernels.langevin_step(
+                        np.ascontiguousarray(x),
+                        np.ascontiguousarray(g.astype(x.dtype)),
+                        2 * eps,
+                        np.ascontiguousarray(z),
+                        backend=backend,
+                    )
+                )
+            else:
+                x = x + eps * g + np.sqrt(2 * eps) * z
         out = denoiser(x, diffusion.model_timesteps(tb))
         calls += 1
         z = _step_noise(seed, step, x.shape, x.dtype)
         step += 1
-        x = diffusion.p_sample(out, x, tb, z, clip_denoised=clip_denoised)["sample"]
+        if kernel_lv is not None:
+            from . import kernels
+
+            x = np.asarray(
+                kernels.ddpm_step(
+                    s,
+                    np.ascontiguousarray(x),
+                    tb,
+                    np.asarray(out, dtype=x.dtype),
+                    kernel_lv,
+                    z,
+                    clip_denoised=clip_denoised,
+                    backend=backend,
+                )
+            )
+        else:
+            x = diffusion.p_sample(out, x, tb, z, clip_denoised=clip_denoised)["sample"]
         if callback is not None:
             callback({"t": t, "x": x})
     if return_info:

@@ -262,10 +262,10 @@ def _hybrid_scale(d: GaussianDiffusion) -> float:
     return d.num_timesteps / 1000.0 if d.profile.hybrid_vb_scale == "full_bound" else 1e-3
 
 
-def training_losses(d: GaussianDiffusion, model_output, x0, t, noise):
+def training_losses(d: GaussianDiffusion, model_output, x0, t, noise, *, x_t=None):
     r"""Per-example training loss and its gradient with respect to ``model_output``.
 
-    ``x_t = q_sample(x0, t, noise)``; then, by ``loss_type``:
+    ``x_t = q_sample(x0, t, noise)`` (or the ``x_t`` given); then, by ``loss_type``:
 
     * ``kl`` / ``rescaled_kl``: the VLB term (``clip_denoised=False``), × T when rescaled.
     * ``mse`` / ``rescaled_mse``: ``mean_flat((target − out)²)`` with target ε, x₀, v or the
@@ -283,7 +283,8 @@ def training_losses(d: GaussianDiffusion, model_output, x0, t, noise):
     x0 = d._x(x0, "x0")
     noise = d._x(noise, "noise", x0)
     t = d._t(t, x0.shape[0])
-    x_t = d.q_sample(x0, t, noise)
+    # x_t may be passed when the caller already formed it (e.g. with a fused kernel)
+    x_t = d.q_sample(x0, t, noise) if x_t is None else d._x(x_t, "x_t", x0)
     out_dtype = np.asarray(model_output).dtype
     terms: dict[str, Array] = {}
     if d.loss_type in ("kl", "rescaled_kl"):

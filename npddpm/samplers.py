@@ -31,12 +31,13 @@ from typing import Any
 
 import numpy as np
 
+from . import rng
 from ._checks import choose
 from .diffusion import DenoisedFn, GaussianDiffusion
 
-__all__ = ["BACKENDS", "ddim", "ddpm"]
+__all__ = ["BACKENDS", "annealed_langevin", "ddim", "ddpm", "langevin", "predictor_corrector"]
 
-BACKENDS = ("numpy",)
+BACKENDS = ("numpy", "cpu", "cuda")
 Array = np.ndarray
 Denoiser = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -44,11 +45,43 @@ Denoiser = Callable[[np.ndarray, np.ndarray], np.ndarray]
 def _step_noise(seed: int, step: int, shape: tuple[int, ...], dtype: np.dtype) -> Array:
     """Standard normal noise for ``step`` under ``seed``: a pure function of (seed, step).
 
-    The single place where samplers draw random numbers (to be replaced by the counter-based
-    generator shared with the Numba kernels).
+    The single place where samplers draw random numbers: the counter-based generator
+    (:func:`npddpm.rng.standard_normal`, Philox4x32-10, stream = step) that the ``cpu`` and
+    ``cuda`` kernels evaluate in-kernel, so every backend uses the same noise.
     """
-    rng = np.random.default_rng([int(seed), int(step)])
-    return rng.standard_normal(shape).astype(dtype, copy=False)
+    dt = np.dtype(dtype)
+    gen_dtype = dt if dt in (np.dtype(np.float32), np.dtype(np.float64)) else np.float64
+    return rng.standard_normal(int(seed), int(step), shape, gen_dtype).astype(dt, copy=False)
+
+
+def _kernel_log_variance(diffusion: GaussianDiffusion) -> Array | None:
+    """The per-timestep log σ² the fused kernels use, or None if the kernels cannot run this
+    diffusion (they implement ε-models with fixed variances, improved-diffusion semantics)."""
+    p = diffusion.profile
+    if (
+        diffusion.mean_type != "eps"
+        or diffusion.var_type not in ("fixed_small", "fixed_large")
+        or p.last_step_noise != "index"
+        or p.xstart_from_eps != "recip"
+        or not p.ddim_rederive_eps
+    ):
+        return None
+    key = "small_logvar" if diffusion.var_type == "fixed_small" else "large_logvar"
+    return np.asarray(diffusion._tab[key])
+
+
+def _check_kernel_path(diffusion, backend, variance, denoised_fn) -> Array | None:
+    if backend == "numpy":
+        return None
+    lv = _kernel_log_variance(diffusion)
+    if lv is None or variance != "model" or denoised_fn is not None:
+        raise ValueError(
+            f"backend={backend!r} runs the fused kernels, which implement ε-prediction with "
+            "fixed_small/fixed_large variances, variance='model' and no denoised_fn "
+            f"(got mean_type={diffusion.mean_type!r}, var_type={diffusion.var_type!r}, "
+            f"variance={variance!r}); use backend='numpy' for this configuration"
+        )
+    return lv
 
 
 def _setup(diffusion, denoiser, x_T_or_shape, seed, noise, backend, variance):
@@ -116,18 +149,24 @@ def _exact_noise(denoiser, x, tb, orig, P, S, z):
     return np.einsum("bij,bj->bi", root, zf).reshape(x.shape)
 
 
-def _loop(name, diffusion, denoiser, x, seed, noise, step_fn, progress, callback, traj):
+def _loop(
+    name, diffusion, denoiser, x, seed, noise, step_fn, progress, callback, traj, in_kernel=False
+):
     T = diffusion.num_timesteps
     out_traj = [x.copy()] if traj else None
     for i, t in enumerate(range(T - 1, -1, -1), start=1):
         tb = np.full(x.shape[0], t, dtype=np.int64)
         if noise is not None:
             z = noise[t].astype(x.dtype, copy=False)
+        elif in_kernel:
+            z = None  # drawn inside the kernel from (seed, stream = i)
         else:
             z = _step_noise(seed, i, x.shape, x.dtype)
         orig = diffusion.model_timesteps(tb)
-        model_output = denoiser(x, orig)
-        x, pred_xstart = step_fn(model_output, x, tb, orig, z)
+        model_output = np.asarray(denoiser(x, orig))
+        if in_kernel and model_output.dtype != x.dtype:
+            model_output = model_output.astype(x.dtype)
+        x, pred_xstart = step_fn(model_output, x, tb, orig, z, i)
         if callback is not None:
             callback(
                 {"i": i - 1, "t": t, "timestep": int(orig[0]), "x": x, "pred_xstart": pred_xstart}
@@ -167,8 +206,25 @@ def ddpm(
     """
     x, noise, variance = _setup(diffusion, denoiser, x_T_or_shape, seed, noise, backend, variance)
     s = diffusion.schedule
+    kernel_lv = _check_kernel_path(diffusion, backend, variance, denoised_fn)
 
-    def step(model_output, x_t, tb, orig, z):
+    def step(model_output, x_t, tb, orig, z, i):
+        if kernel_lv is not None:
+            from . import kernels
+
+            x_prev = kernels.ddpm_step(
+                s,
+                np.ascontiguousarray(x_t),
+                tb,
+                model_output,
+                kernel_lv,
+                z,
+                clip_denoised=clip_denoised,
+                seed=None if z is not None else seed,
+                stream=i,
+                backend=backend,
+            )
+            return np.asarray(x_prev), None
         if variance == "model":
             out = diffusion.p_sample(
                 model_output, x_t, tb, z, clip_denoised=clip_denoised, denoised_fn=denoised_fn
@@ -183,7 +239,17 @@ def ddpm(
         return sample.astype(x_t.dtype), pm["pred_xstart"]
 
     return _loop(
-        "ddpm", diffusion, denoiser, x, seed, noise, step, progress, callback, return_trajectory
+        "ddpm",
+        diffusion,
+        denoiser,
+        x,
+        seed,
+        noise,
+        step,
+        progress,
+        callback,
+        return_trajectory,
+        in_kernel=kernel_lv is not None,
     )
 
 
@@ -210,8 +276,25 @@ def ddim(
     x, noise, variance = _setup(diffusion, denoiser, x_T_or_shape, seed, noise, backend, variance)
     eta = diffusion._check_eta(eta, np.arange(diffusion.num_timesteps))
     s = diffusion.schedule
+    kernel_lv = _check_kernel_path(diffusion, backend, variance, denoised_fn)
 
-    def step(model_output, x_t, tb, orig, z):
+    def step(model_output, x_t, tb, orig, z, i):
+        if kernel_lv is not None:
+            from . import kernels
+
+            x_prev = kernels.ddim_step(
+                s,
+                np.ascontiguousarray(x_t),
+                tb,
+                model_output,
+                z,
+                eta=eta,
+                clip_denoised=clip_denoised,
+                seed=None if z is not None else seed,
+                stream=i,
+                backend=backend,
+            )
+            return np.asarray(x_prev), None
         if variance == "model":
             out = diffusion.ddim_sample(
                 model_output,
@@ -241,5 +324,20 @@ def ddim(
         return (out["sample"].astype(np.float64) + extra).astype(x_t.dtype), out["pred_xstart"]
 
     return _loop(
-        "ddim", diffusion, denoiser, x, seed, noise, step, progress, callback, return_trajectory
+        "ddim",
+        diffusion,
+        denoiser,
+        x,
+        seed,
+        noise,
+        step,
+        progress,
+        callback,
+        return_trajectory,
+        in_kernel=kernel_lv is not None,
     )
+
+
+# Score-based samplers live in their own module; re-exported here so that every sampler is
+# reachable as npddpm.samplers.<name>.
+from .langevin import annealed_langevin, langevin, predictor_corrector  # noqa: E402

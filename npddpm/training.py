@@ -30,7 +30,15 @@ from .diffusion import LOSS_TYPES, MEAN_TYPES, VAR_TYPES, GaussianDiffusion
 from .io import load_checkpoint, save_checkpoint
 from .schedules import Schedule
 
-__all__ = ["TrainConfig", "Trainer", "TrainingError", "build_diffusion", "build_model", "train"]
+__all__ = [
+    "TrainConfig",
+    "Trainer",
+    "TrainingError",
+    "build_diffusion",
+    "build_model",
+    "load_for_sampling",
+    "train",
+]
 
 MODELS = ("mlp", "unet")
 
@@ -61,6 +69,9 @@ class TrainConfig:
         Adam learning rate, linear warm-up, global-norm clipping and EMA decay.
     seed : int
         Seeds the data/timestep/noise generator and the model initialisation.
+    backend : {"numpy", "cpu", "cuda"}
+        Where ``q_sample`` runs (:mod:`npddpm.kernels`); the noise is still drawn from the
+        run's generator, so the backends see the same x_t up to float rounding.
     checkpoint_every, log_every : int
         Checkpoint and log periods in steps (a checkpoint is also written at the end).
     """
@@ -81,11 +92,13 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     ema_decay: float = 0.999
     seed: int = 0
+    backend: str = "numpy"
     checkpoint_every: int = 1000
     log_every: int = 50
 
     def __post_init__(self) -> None:
         choose(self.model, "model", MODELS)
+        choose(self.backend, "backend", ("numpy", "cpu", "cuda"))
         choose(self.mean_type, "mean_type", MEAN_TYPES)
         choose(self.var_type, "var_type", VAR_TYPES)
         choose(self.loss_type, "loss_type", LOSS_TYPES)
@@ -206,10 +219,17 @@ class Trainer:
         x0 = np.asarray(self.dataset.sample(B, self.rng), dtype=dtype)
         t = self.rng.integers(0, d.num_timesteps, size=B)
         noise = self.rng.standard_normal(x0.shape).astype(dtype)
-        x_t = d.q_sample(x0, t, noise)
-        out, cache = self.model.forward(x_t, d.model_timesteps(t))
-        terms, grad = d.training_losses(out, x0, t, noise)
-        loss = float(np.mean(terms["loss"]))
+        # a diverging run produces inf/NaN here; it is caught by the finiteness check below
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if cfg.backend == "numpy":
+                x_t = d.q_sample(x0, t, noise)
+            else:
+                from . import kernels
+
+                x_t = np.asarray(kernels.q_sample(d.schedule, x0, t, noise, backend=cfg.backend))
+            out, cache = self.model.forward(x_t, d.model_timesteps(t))
+            terms, grad = d.training_losses(out, x0, t, noise, x_t=x_t)
+            loss = float(np.mean(terms["loss"]))
         if not math.isfinite(loss):
             raise TrainingError(
                 f"non-finite loss ({loss}) at step {self.step + 1}; parameters were not "
@@ -367,3 +387,28 @@ def _progress(total: int, initial: int = 0, enabled: bool = True):
     return tqdm(
         total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, leave=False
     )
+
+
+def load_for_sampling(path: str | os.PathLike, *, ema: bool = True):
+    """Rebuild ``(config, diffusion, denoiser)`` from a training checkpoint.
+
+    ``denoiser(x_t, t)`` runs the model (EMA parameters unless ``ema=False``) in its own
+    dtype and returns the output in x_t's dtype.
+    """
+    arrays, header = load_checkpoint(path)
+    if header.get("kind") != "npddpm-train":
+        raise ValueError(f"{path}: not a training checkpoint")
+    config = TrainConfig.from_dict(header["config"])
+    model = build_model(config, tuple(header["example_shape"]))
+    prefix = "ema/ema/" if ema else "params/"
+    for k, p in model.params.items():
+        src = arrays.get(prefix + k)
+        if src is None or src.shape != p.shape:
+            raise ValueError(f"{path}: parameter {k!r} is missing or has the wrong shape")
+        p[...] = src
+
+    def denoiser(x_t, t):
+        out, _ = model.forward(np.asarray(x_t, dtype=model.dtype), t)
+        return out.astype(np.asarray(x_t).dtype, copy=False)
+
+    return config, build_diffusion(config), denoiser

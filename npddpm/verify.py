@@ -298,11 +298,15 @@ def chain_rows(
 
 def run_verification(*, quick: bool = False) -> list[Row]:
     """Run the whole suite and return its rows (``quick``: fewer cases, for tests)."""
+    from .verify_score import score_rows
+
     if quick:
-        return moment_rows({"linear": ("ddim10",)}) + chain_rows(
-            n=500, spacing="50", checkpoints=(0.5, 0.0), samplers=(("ddpm", 0.0),)
+        return (
+            moment_rows({"linear": ("ddim10",)})
+            + chain_rows(n=500, spacing="50", checkpoints=(0.5, 0.0), samplers=(("ddpm", 0.0),))
+            + score_rows(quick=True)
         )
-    return moment_rows() + chain_rows()
+    return moment_rows() + chain_rows() + score_rows()
 
 
 LEGEND = (

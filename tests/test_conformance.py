@@ -23,7 +23,8 @@ class Impl:
             ab = ab.astype(np.float16).astype(np.float64)
         abp = np.append(1.0, ab[:-1])
         self.b, self.a, self.ab, self.abp = b, a, ab, abp
-        self.pv = b * (1 - abp) / (1 - ab)
+        with np.errstate(divide="ignore", invalid="ignore"):  # float16 ᾱ rounds to 1: 0/0
+            self.pv = b * (1 - abp) / (1 - ab)
         self.mean_type, self.var_type, self.clip = mean_type, var_type, clip
 
     def t(self, t):

@@ -170,7 +170,12 @@ def test_parameterisation_round_trips(s, data_):
     d = GaussianDiffusion(s)
     xt = d.q_sample(x0, t, eps)
     sr = s.sqrt_recip_alphas_cumprod[t][:, None]
-    finite = np.isfinite(sr[:, 0])
+    finite = np.isfinite(sr[:, 0])  # ᾱ = 0 at a terminal β = 1: x̂₀ is undefined there
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        _check_round_trips(s, d, t, x0, eps, xt, sr, finite)
+
+
+def _check_round_trips(s, d, t, x0, eps, xt, sr, finite):
     # errors: x̂₀ recovery cancels terms of size √(1/ᾱ)(|x_t| + |ε|); plus B_t on coefficients
     tol = (32 * U * np.where(np.isfinite(sr), sr, 0) + 8 * err_bound(s, t)[:, None]) * (
         np.abs(xt) + np.abs(eps) + 1
@@ -451,3 +456,20 @@ def test_bad_input():
     learned = GaussianDiffusion(LIN, var_type="learned")
     with pytest.raises(ValueError, match="twice the channels"):
         learned.p_mean_variance(eps, x0, EDGE_T)
+
+
+def test_ddim_at_zero_terminal_snr_is_finite():
+    """With ᾱ_{T−1} = 0 (Lin et al. 2023) a v-model's DDIM step from T−1 is x_prev =
+    √ᾱ_prev·x̂₀ + √(1 − ᾱ_prev)·x_t (ε = x_t exactly there); the recip form is ∞/∞."""
+    from npddpm.schedules import rescale_zero_terminal_snr
+
+    s = Schedule(rescale_zero_terminal_snr(LIN.betas))
+    d = GaussianDiffusion(s, mean_type="v")
+    rng = np.random.default_rng(0)
+    x_t, v = rng.standard_normal((3, 2)), rng.standard_normal((3, 2))
+    t = np.full(3, 999)
+    out = d.ddim_sample(v, x_t, t, clip_denoised=False)
+    x0 = -v  # x̂₀ = √ᾱ·x_t − √(1−ᾱ)·v with ᾱ = 0
+    ab_prev = s.alphas_cumprod[998]
+    expected = np.sqrt(ab_prev) * x0 + np.sqrt(1 - ab_prev) * x_t
+    assert np.allclose(out["sample"], expected, rtol=1e-12, atol=1e-14)

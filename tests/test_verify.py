@@ -25,13 +25,15 @@ def test_full_command_passes_and_prints_a_table():
     assert len(rows) == 48 + 16
     assert sum(" exact " in x for x in rows) == 12
     assert any("mixture 16-D" in x for x in rows) and any("mixture 2-D" in x for x in rows)
-    assert "64 checks, 0 failed" in r.stdout
+    # plus the score-based rows: 3 ULA, 1 MALA, 2 PC-vs-ancestral (npddpm/verify_score.py)
+    assert "70 checks, 0 failed" in r.stdout
+    assert sum(x.startswith(("langevin ", "pc-vs-ddpm ")) for x in lines) == 6
     assert sum("learned_range" in x for x in rows) == 6
 
 
 def test_quick_suite_rows_pass():
     rows = verify.run_verification(quick=True)
-    assert {r.check for r in rows} == {"moments", "chain"}
+    assert {r.check for r in rows} == {"moments", "chain", "langevin", "pc-vs-ddpm"}
     assert all(r.passed for r in rows), [r for r in rows if not r.passed]
     exact = [r for r in rows if r.variance == "exact"]
     assert exact and all("from q(x_T)" in r.note for r in exact)

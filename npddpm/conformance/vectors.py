@@ -46,6 +46,8 @@ KINDS = (
     "ddpm_step",
     "ddim_step",
     "losses",
+    "oracle",
+    "oracle_trajectory",
 )
 
 _SCHEDULE_ARRAYS = (
@@ -205,6 +207,46 @@ def export_vectors(directory: str | os.PathLike, *, seed: int = 0, dim: int = 3)
                                 "prior_bpd": dl.prior_bpd(x0),
                             },
                         )
+    # C6: the exact denoiser for Gaussian-mixture data; C7: a deterministic DDIM trajectory
+    from ..analytic import GaussianMixture
+    from ..samplers import ddim
+
+    gm = GaussianMixture([0.3, 0.7], [[-1.0, 0.5], [0.8, -0.2]], [0.05, 0.1])
+    mix = {"weights": gm.weights, "means": gm.means, "variances": np.array([0.05, 0.1])}
+    for sched in ("linear", "cosine"):
+        s = Schedule.from_name(sched, 1000)
+        t = _edge_t(1000)
+        x_t = rng.standard_normal((t.size, 2))
+        write(
+            f"oracle_{sched}",
+            "oracle",
+            {"schedule": sched, "T": 1000, "data": "isotropic Gaussian mixture"},
+            {**mix, "alphas_cumprod": s.alphas_cumprod, "t": t, "x_t": x_t},
+            {
+                "eps": gm.eps(x_t, s, t),
+                "x0_mean": gm.x0_mean(x_t, s, t),
+                "score": gm.score(x_t, s, t),
+            },
+        )
+        r = s.respace(space_timesteps(1000, "ddim25"))
+        d = GaussianDiffusion(r)
+        x_T = rng.standard_normal((8, 2))
+        _, traj = ddim(d, gm.denoiser(d), x_T, eta=0.0, clip_denoised=False, return_trajectory=True)
+        write(
+            f"oracle_trajectory_{sched}_ddim25",
+            "oracle_trajectory",
+            {
+                "schedule": sched,
+                "T": 1000,
+                "respacing": "ddim25",
+                "sampler": "ddim",
+                "eta": 0.0,
+                "clip_denoised": False,
+                "note": "trajectory[i] is the state at chain index 24 - i; [0] = x_T",
+            },
+            {**mix, "alphas_cumprod": r.alphas_cumprod, "timestep_map": r.timestep_map, "x_T": x_T},
+            {"trajectory": traj},
+        )
     index = {
         "format": "npddpm-vectors",
         "version": VECTORS_VERSION,

@@ -10,6 +10,7 @@ from .dispatch import (
     ddim_step,
     ddpm_step,
     fixed_log_variance,
+    langevin_step,
     q_sample,
     standard_normal,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "ddim_step",
     "ddpm_step",
     "fixed_log_variance",
+    "langevin_step",
     "q_sample",
     "standard_normal",
 ]

@@ -196,6 +196,16 @@ def ddim_step(x, eps, z, c_recip, c_recipm1, c_prev, c_dir, s, clip, out):
             out[r, j] = _ddim(x[r, j], eps[r, j], z[r, j], cr, crm, cp, cd, sr, clip, one)
 
 
+@cpu_jit(parallel=True)
+def langevin_step(x, g, z, a, b, out):
+    B, D = out.shape
+    for r in prange(B):
+        ar = a[r]
+        br = b[r]
+        for j in range(D):
+            out[r, j] = (x[r, j] + ar * g[r, j]) + br * z[r, j]
+
+
 # --------------------------------------------------------------------------------------
 # Kernels with in-kernel noise: normals of a chunk into the thread's scratch row, then the step
 # --------------------------------------------------------------------------------------
@@ -245,8 +255,32 @@ def ddim_step_rng(x, eps, c_recip, c_recipm1, c_prev, c_dir, s, clip, k0, k1, s0
                 out[r, j] = _ddim(x[r, j], eps[r, j], z[m], cr, crm, cp, cd, sr, clip, one)
 
 
-_KERNELS = {"q_sample": q_sample, "ddpm_step": ddpm_step, "ddim_step": ddim_step}
-_RNG_KERNELS = {"q_sample": q_sample_rng, "ddpm_step": ddpm_step_rng, "ddim_step": ddim_step_rng}
+@cpu_jit(parallel=True)
+def langevin_step_rng(x, g, a, b, k0, k1, s0, s1, scratch, out):
+    B, D = out.shape
+    for r in prange(B):
+        z = scratch[get_thread_id()]
+        ar = a[r]
+        br = b[r]
+        for c in range(0, D, CHUNK):
+            n = min(CHUNK, D - c)
+            normals_into(r * D + c, n, k0, k1, s0, s1, z)
+            for m in range(n):
+                out[r, c + m] = (x[r, c + m] + ar * g[r, c + m]) + br * z[m]
+
+
+_KERNELS = {
+    "q_sample": q_sample,
+    "ddpm_step": ddpm_step,
+    "ddim_step": ddim_step,
+    "langevin_step": langevin_step,
+}
+_RNG_KERNELS = {
+    "q_sample": q_sample_rng,
+    "ddpm_step": ddpm_step_rng,
+    "ddim_step": ddim_step_rng,
+    "langevin_step": langevin_step_rng,
+}
 
 
 def scratch(dtype) -> np.ndarray:

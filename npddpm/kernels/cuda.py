@@ -78,6 +78,14 @@ def _build(ftype):
             out[r, j] = a[r] * x0[r, j] + b[r] * z[r, j]
 
     @cuda_jit()
+    def langevin_step(x, g, z, a, b, out):
+        B, D = out.shape
+        for i in range(cuda.grid(1), B * D, cuda.gridsize(1)):
+            r = i // D
+            j = i - r * D
+            out[r, j] = (x[r, j] + a[r] * g[r, j]) + b[r] * z[r, j]
+
+    @cuda_jit()
     def ddpm_step(x, eps, z, c_recip, c_recipm1, c1, c2, s, clip, out):
         B, D = out.shape
         for i in range(cuda.grid(1), B * D, cuda.gridsize(1)):
@@ -158,6 +166,24 @@ def _build(ftype):
             ddim_one(4 * q + 2, z2, x, eps, c_recip, c_recipm1, c_prev, c_dir, s, clip, out)
             ddim_one(4 * q + 3, z3, x, eps, c_recip, c_recipm1, c_prev, c_dir, s, clip, out)
 
+    @cuda_jit(device=True)
+    def langevin_one(i, z, x, g, a, b, out):
+        B, D = out.shape
+        if i < B * D:
+            r = i // D
+            j = i - r * D
+            out[r, j] = (x[r, j] + a[r] * g[r, j]) + b[r] * z
+
+    @cuda_jit()
+    def langevin_step_rng(x, g, a, b, k0, k1, s0, s1, out):
+        B, D = out.shape
+        for q in range(cuda.grid(1), (B * D + 3) // 4, cuda.gridsize(1)):
+            z0, z1, z2, z3 = normal4(q, k0, k1, s0, s1)
+            langevin_one(4 * q, z0, x, g, a, b, out)
+            langevin_one(4 * q + 1, z1, x, g, a, b, out)
+            langevin_one(4 * q + 2, z2, x, g, a, b, out)
+            langevin_one(4 * q + 3, z3, x, g, a, b, out)
+
     @cuda_jit()
     def standard_normal_flat(k0, k1, s0, s1, out):
         n = out.size
@@ -194,6 +220,8 @@ def _build(ftype):
         "q_sample_rng": q_sample_rng,
         "ddpm_step_rng": ddpm_step_rng,
         "ddim_step_rng": ddim_step_rng,
+        "langevin_step": langevin_step,
+        "langevin_step_rng": langevin_step_rng,
         "standard_normal_flat": standard_normal_flat,
         "random_words": random_words,
     }

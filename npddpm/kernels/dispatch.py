@@ -284,6 +284,41 @@ def q_sample(
     return _run("q_sample", be, (x,), coefs, (), noise, seed, stream, out, x.shape)
 
 
+def langevin_step(
+    x,
+    score,
+    step_size: float,
+    noise=None,
+    *,
+    seed: int | None = None,
+    stream: int = 0,
+    out=None,
+    backend: str = "numpy",
+):
+    r"""One unadjusted Langevin step, fused: :math:`x + 	frac{\delta}{2}\,g + \sqrt{\delta}\,z`.
+
+    Parameters
+    ----------
+    x, score : ndarray, shape (B, ...), float32 or float64, C-contiguous
+        The state and ∇ log p at it.
+    step_size : float
+        δ > 0; ``δ/2`` and ``√δ`` are computed in float64 and cast to the array dtype.
+    noise, seed, stream, out, backend
+        As :func:`q_sample`.
+    """
+    be = _backend(backend)
+    xa = _array(x, "x", backend)
+    g = _like(score, "score", xa, "x", backend)
+    delta = float(step_size)
+    if not (np.isfinite(delta) and delta > 0):
+        raise ValueError(f"step_size must be a finite number > 0, got {step_size!r}")
+    noise, seed, stream = _noise_source(noise, seed, stream, xa, backend)
+    out = _output(out, xa, backend, (xa, g, noise))
+    B = xa.shape[0]
+    coefs = (np.full(B, delta / 2, dtype=xa.dtype), np.full(B, np.sqrt(delta), dtype=xa.dtype))
+    return _run("langevin_step", be, (xa, g), coefs, (), noise, seed, stream, out, xa.shape)
+
+
 def ddpm_step(
     schedule: Schedule,
     x_t,

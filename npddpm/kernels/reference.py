@@ -28,6 +28,7 @@ __all__ = [
     "ddpm_coefficients",
     "ddpm_step",
     "gather",
+    "langevin_step",
     "q_sample",
     "q_sample_coefficients",
     "run",
@@ -156,4 +157,15 @@ def ddim_step(x, eps, z, c_recip, c_recipm1, c_prev, c_dir, s, clip: bool, out) 
     out[...] = (x0 * _col(c_prev) + _col(c_dir) * eps_hat) + _col(s) * z
 
 
-_KERNELS = {"q_sample": q_sample, "ddpm_step": ddpm_step, "ddim_step": ddim_step}
+def langevin_step(x, g, z, a, b, out) -> None:
+    r"""One unadjusted Langevin step row-wise: ``out = (x + a·g) + b·z`` with ``a = δ/2``,
+    ``b = √δ`` (the DDPM note's update x_k = x_{k−1} + (δ/2)∇log p + √δ·ε)."""
+    out[...] = (x + _col(a) * g) + _col(b) * z
+
+
+_KERNELS = {
+    "q_sample": q_sample,
+    "ddpm_step": ddpm_step,
+    "ddim_step": ddim_step,
+    "langevin_step": langevin_step,
+}

@@ -161,3 +161,19 @@ def test_out_in_place():
     y = x.copy()
     assert K.ddim_step(S, y, t, e, z, eta=0.3, out=y, backend="cuda") is y
     np.testing.assert_array_equal(y, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_langevin_step_cuda(dtype):
+    r = np.random.default_rng(5)
+    x = r.standard_normal((9, 37)).astype(dtype)
+    g = r.standard_normal((9, 37)).astype(dtype)
+    z = r.standard_normal((9, 37)).astype(dtype)
+    ref = K.langevin_step(x, g, 0.2, z)
+    got = K.langevin_step(x, g, 0.2, z, backend="cuda")
+    ulp = np.finfo(dtype).eps * (np.abs(ref) + 1)
+    assert np.all(np.abs(got - ref) <= (0 if SIMULATOR else 4) * ulp)
+    ref2 = K.langevin_step(x, g, 0.2, seed=3, stream=1)
+    got2 = K.langevin_step(x, g, 0.2, seed=3, stream=1, backend="cuda")
+    bound = rng.NORMAL_ULP_BOUND * np.finfo(dtype).eps * (np.abs(ref2) + 1)
+    assert np.all(np.abs(got2 - ref2) <= bound)
