@@ -80,6 +80,7 @@ def _npddpm_model(cfg: dict):
         channel_mult=tuple(cfg["mult"]),
         attention=cfg["attention"],
         dtype=np.float32,
+        threads=cfg["threads"],
     )
 
 
@@ -218,13 +219,23 @@ def main() -> None:
         else:
             row["side"] = cfg["side"]
         row.update({"npddpm_ms": 1e3 * np_s, "torch_ms": 1e3 * th_s, "speedup": th_s / np_s})
+        row["load"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         rows.append(row)
         print(json.dumps(row), flush=True)
     probe_gf = statistics.median(probe)
     cols = (
-        ["width", "batch", "npddpm_ms", "torch_ms", "speedup", "npddpm_GFLOP/s", "torch_GFLOP/s"]
+        [
+            "width",
+            "batch",
+            "npddpm_ms",
+            "torch_ms",
+            "speedup",
+            "npddpm_GFLOP/s",
+            "torch_GFLOP/s",
+            "load",
+        ]
         if args.model == "mlp"
-        else ["side", "npddpm_ms", "torch_ms", "speedup"]
+        else ["side", "npddpm_ms", "torch_ms", "speedup", "load"]
     )
     print_table(
         rows,

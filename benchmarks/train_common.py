@@ -59,6 +59,8 @@ def environment() -> dict:
         "processor": platform.processor(),
         "cpu_count": os.cpu_count(),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # Other work on a shared machine skews every time; the 1-minute load says how much.
+        "loadavg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     for var in (
         "OMP_NUM_THREADS",

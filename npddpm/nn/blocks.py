@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .conv import conv2d_backward, conv2d_forward
+from .conv import conv2d_backward, conv2d_forward, conv2d_nhwc_backward, conv2d_nhwc_forward
 from .layers import (
     group_norm_backward,
     group_norm_forward,
@@ -66,7 +66,7 @@ def res_block_params(
 
 
 def res_block_forward(
-    x: np.ndarray, emb: np.ndarray, p: Params, groups: int
+    x: np.ndarray, emb: np.ndarray, p: Params, groups: int, *, channels_last: bool = False
 ) -> tuple[np.ndarray, Cache]:
     r"""Residual block with timestep conditioning (Ho et al. 2020; improved-diffusion's
     ``ResBlock`` without dropout or scale-shift norm).
@@ -91,27 +91,31 @@ def res_block_forward(
         (see :func:`res_block_params`).
     groups : int
         Group-norm groups; must divide ``C_in`` and ``C_out``.
+    channels_last : bool
+        ``x`` and ``out`` are ``(N, H, W, C)`` (the U-Net's internal layout).
 
     Returns
     -------
     out : ndarray, shape (N, C_out, H, W)
     cache : tuple
     """
-    h, c_gn1 = group_norm_forward(x, p["gn1.g"], p["gn1.b"], groups)
+    cl = channels_last
+    conv = conv2d_nhwc_forward if cl else conv2d_forward
+    h, c_gn1 = group_norm_forward(x, p["gn1.g"], p["gn1.b"], groups, channels_last=cl)
     h, c_act1 = silu_forward(h)
-    h, c_conv1 = conv2d_forward(h, p["conv1.w"], p["conv1.b"], 1, 1)
+    h, c_conv1 = conv(h, p["conv1.w"], p["conv1.b"], 1, 1)
     e, c_eact = silu_forward(emb)
     e, c_emb = linear_forward(e, p["emb.w"], p["emb.b"])
-    h += e[:, :, None, None]
-    h, c_gn2 = group_norm_forward(h, p["gn2.g"], p["gn2.b"], groups)
+    h += e[:, None, None, :] if cl else e[:, :, None, None]
+    h, c_gn2 = group_norm_forward(h, p["gn2.g"], p["gn2.b"], groups, channels_last=cl)
     h, c_act2 = silu_forward(h)
-    h, c_conv2 = conv2d_forward(h, p["conv2.w"], p["conv2.b"], 1, 1)
+    h, c_conv2 = conv(h, p["conv2.w"], p["conv2.b"], 1, 1)
     if "skip.w" in p:
-        s, c_skip = conv2d_forward(x, p["skip.w"], p["skip.b"])
+        s, c_skip = conv(x, p["skip.w"], p["skip.b"])
     else:
         s, c_skip = x, None
     out = s + h
-    caches = (c_gn1, c_act1, c_conv1, c_eact, c_emb, c_gn2, c_act2, c_conv2, c_skip)
+    caches = (c_gn1, c_act1, c_conv1, c_eact, c_emb, c_gn2, c_act2, c_conv2, c_skip, cl)
     return out, caches
 
 
@@ -122,22 +126,23 @@ def res_block_backward(
 
     Returns ``(dx, demb)`` and a gradient dict with the keys of the block's parameters.
     """
-    c_gn1, c_act1, c_conv1, c_eact, c_emb, c_gn2, c_act2, c_conv2, c_skip = cache
+    c_gn1, c_act1, c_conv1, c_eact, c_emb, c_gn2, c_act2, c_conv2, c_skip, cl = cache
+    conv2d_backward_ = conv2d_nhwc_backward if cl else conv2d_backward
     grads: Params = {}
     if c_skip is not None:
-        dx, g = conv2d_backward(dout, c_skip)
+        dx, g = conv2d_backward_(dout, c_skip)
         grads["skip.w"], grads["skip.b"] = g["w"], g["b"]
     else:
         dx = dout.copy()
-    dh, g = conv2d_backward(dout, c_conv2)
+    dh, g = conv2d_backward_(dout, c_conv2)
     grads["conv2.w"], grads["conv2.b"] = g["w"], g["b"]
     dh, _ = silu_backward(dh, c_act2)
     dh, g = group_norm_backward(dh, c_gn2)
     grads["gn2.g"], grads["gn2.b"] = g["g"], g["b"]
-    de, g = linear_backward(dh.sum(axis=(2, 3)), c_emb)
+    de, g = linear_backward(dh.sum(axis=(1, 2) if cl else (2, 3)), c_emb)
     grads["emb.w"], grads["emb.b"] = g["w"], g["b"]
     demb, _ = silu_backward(de, c_eact)
-    dh, g = conv2d_backward(dh, c_conv1)
+    dh, g = conv2d_backward_(dh, c_conv1)
     grads["conv1.w"], grads["conv1.b"] = g["w"], g["b"]
     dh, _ = silu_backward(dh, c_act1)
     dh, g = group_norm_backward(dh, c_gn1)
@@ -159,7 +164,7 @@ def attention_block_params(rng: np.random.Generator, c: int, dtype: Any) -> Para
 
 
 def attention_block_forward(
-    x: np.ndarray, p: Params, groups: int, heads: int = 1
+    x: np.ndarray, p: Params, groups: int, heads: int = 1, *, channels_last: bool = False
 ) -> tuple[np.ndarray, Cache]:
     r"""Residual self-attention over the spatial positions (improved-diffusion's
     ``AttentionBlock``).
@@ -171,7 +176,7 @@ def attention_block_forward(
 
     Parameters
     ----------
-    x : ndarray, shape (N, C, H, W)
+    x : ndarray, shape (N, C, H, W), or (N, H, W, C) with ``channels_last``
     p : dict
         Keys ``gn.g, gn.b, qkv.w, qkv.b, out.w, out.b`` (see :func:`attention_block_params`).
 
@@ -180,21 +185,29 @@ def attention_block_forward(
     out : ndarray, shape (N, C, H, W)
     cache : tuple
     """
-    n, c, hh, ww = x.shape
-    h, c_gn = group_norm_forward(x, p["gn.g"], p["gn.b"], groups)
-    tokens = h.reshape(n, c, hh * ww).transpose(0, 2, 1)
+    h, c_gn = group_norm_forward(x, p["gn.g"], p["gn.b"], groups, channels_last=channels_last)
+    if channels_last:
+        n, hh, ww, c = x.shape
+        tokens = h.reshape(n, hh * ww, c)
+    else:
+        n, c, hh, ww = x.shape
+        tokens = h.reshape(n, c, hh * ww).transpose(0, 2, 1)
     a, c_att = self_attention_forward(tokens, p["qkv.w"], p["qkv.b"], p["out.w"], p["out.b"], heads)
-    out = x + a.transpose(0, 2, 1).reshape(x.shape)
-    return out, (c_gn, c_att, x.shape)
+    out = x + (a.reshape(x.shape) if channels_last else a.transpose(0, 2, 1).reshape(x.shape))
+    return out, (c_gn, c_att, x.shape, channels_last)
 
 
 def attention_block_backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, Params]:
     """Backward of :func:`attention_block_forward`: ``dx`` and the parameter gradients."""
-    c_gn, c_att, shape = cache
-    n, c, hh, ww = shape
-    da = dout.reshape(n, c, hh * ww).transpose(0, 2, 1)
-    dt, g = self_attention_backward(da, c_att)
-    dh = dt.transpose(0, 2, 1).reshape(shape)
+    c_gn, c_att, shape, channels_last = cache
+    if channels_last:
+        n, hh, ww, c = shape
+        dt, g = self_attention_backward(dout.reshape(n, hh * ww, c), c_att)
+        dh = dt.reshape(shape)
+    else:
+        n, c, hh, ww = shape
+        dt, g = self_attention_backward(dout.reshape(n, c, hh * ww).transpose(0, 2, 1), c_att)
+        dh = dt.transpose(0, 2, 1).reshape(shape)
     dx, g_gn = group_norm_backward(dh, c_gn)
     grads = {
         "gn.g": g_gn["g"],

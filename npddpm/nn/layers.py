@@ -212,7 +212,13 @@ def timestep_embedding_backward(
 
 
 def group_norm_forward(
-    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, groups: int, eps: float = 1e-5
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    groups: int,
+    eps: float = 1e-5,
+    *,
+    channels_last: bool = False,
 ) -> tuple[np.ndarray, Cache]:
     r"""Group normalisation (Wu & He 2018), as ``torch.nn.GroupNorm``.
 
@@ -224,29 +230,35 @@ def group_norm_forward(
 
     Parameters
     ----------
-    x : ndarray, shape (N, C, ...)
+    x : ndarray, shape (N, C, ...), or (N, ..., C) with ``channels_last``
     gamma, beta : ndarray, shape (C,)
     groups : int
         Must divide ``C``.
     eps : float
+    channels_last : bool
+        Channels on the last axis (the U-Net's internal layout).
 
     Returns
     -------
     out : ndarray, shape of ``x``
     cache : tuple
     """
-    n, c = x.shape[:2]
+    n = x.shape[0]
+    c = x.shape[-1] if channels_last else x.shape[1]
     if c % groups:
         raise ValueError(f"groups={groups} must divide the channel count {c}")
+    if channels_last:
+        return _group_norm_channels_last(x, gamma, beta, groups, eps)
     xg = x.reshape(n, groups, -1)
-    mu = xg.mean(axis=2, keepdims=True)
+    axes = (2,)
+    mu = xg.mean(axis=axes, keepdims=True)
     xc = xg - mu
-    var = np.mean(xc * xc, axis=2, keepdims=True)
+    var = np.mean(xc * xc, axis=axes, keepdims=True)
     rstd = 1.0 / np.sqrt(var + x.dtype.type(eps))
     xhat = (xc * rstd).reshape(x.shape)
-    bshape = (1, c) + (1,) * (x.ndim - 2)
+    bshape = (c,) if channels_last else (1, c) + (1,) * (x.ndim - 2)
     out = xhat * gamma.reshape(bshape) + beta.reshape(bshape)
-    return out, (xhat, rstd, gamma, groups)
+    return out, (xhat, rstd, gamma, groups, channels_last)
 
 
 def group_norm_backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -261,15 +273,62 @@ def group_norm_backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dic
     where ``r`` is the group's reciprocal standard deviation. Returns ``dx`` and
     ``{"g": dγ, "b": dβ}``.
     """
-    xhat, rstd, gamma, groups = cache
-    n, c = xhat.shape[:2]
-    axes = (0, *range(2, xhat.ndim))
-    dgamma = np.sum(dout * xhat, axis=axes)
-    dbeta = np.sum(dout, axis=axes)
-    bshape = (1, c) + (1,) * (xhat.ndim - 2)
-    g = (dout * gamma.reshape(bshape)).reshape(n, groups, -1)
-    xg = xhat.reshape(n, groups, -1)
-    dx = rstd * (g - g.mean(axis=2, keepdims=True) - xg * np.mean(g * xg, axis=2, keepdims=True))
+    xhat, rstd, gamma, groups, channels_last = cache
+    n = xhat.shape[0]
+    if channels_last:
+        return _group_norm_channels_last_backward(dout, cache)
+    else:
+        c = xhat.shape[1]
+        red = (0, *range(2, xhat.ndim))
+        dgamma = np.sum(dout * xhat, axis=red)
+        dbeta = np.sum(dout, axis=red)
+        bshape = (1, c) + (1,) * (xhat.ndim - 2)
+        g = (dout * gamma.reshape(bshape)).reshape(n, groups, -1)
+        xg = xhat.reshape(n, groups, -1)
+        axes = (2,)
+    dx = rstd * (
+        g - g.mean(axis=axes, keepdims=True) - xg * np.mean(g * xg, axis=axes, keepdims=True)
+    )
+    return dx.reshape(xhat.shape), {"g": dgamma, "b": dbeta}
+
+
+def _group_sums(a: np.ndarray, groups: int) -> np.ndarray:
+    """(N, S, C) → per-(sample, group) sums broadcast back to channels, shape (N, 1, C)."""
+    n, _, c = a.shape
+    per_channel = a.sum(axis=1)  # contiguous reduction over positions
+    per_group = per_channel.reshape(n, groups, c // groups).sum(axis=2)
+    return np.repeat(per_group, c // groups, axis=1)[:, None, :]
+
+
+def _group_norm_channels_last(x, gamma, beta, groups, eps):
+    # Channels-last: reduce over positions first (contiguous rows of C values), then over
+    # the channels of each group, instead of reducing a strided (N, S, G, C/G) view.
+    n, c = x.shape[0], x.shape[-1]
+    x3 = x.reshape(n, -1, c)
+    m = x3.shape[1] * (c // groups)
+    inv_m = x.dtype.type(1.0 / m)
+    xc = x3 - _group_sums(x3, groups) * inv_m
+    var = _group_sums(xc * xc, groups) * inv_m
+    rstd = 1.0 / np.sqrt(var + x.dtype.type(eps))  # (N, 1, C)
+    xhat = xc * rstd
+    out = xhat * gamma + beta
+    return out.reshape(x.shape), (xhat.reshape(x.shape), rstd, gamma, groups, True)
+
+
+def _group_norm_channels_last_backward(dout, cache):
+    xhat, rstd, gamma, groups, _ = cache
+    n, c = xhat.shape[0], xhat.shape[-1]
+    d3 = dout.reshape(n, -1, c)
+    x3 = xhat.reshape(n, -1, c)
+    inv_m = xhat.dtype.type(1.0 / (x3.shape[1] * (c // groups)))
+    dxhat_x = d3 * x3
+    dgamma = dxhat_x.reshape(-1, c).sum(axis=0)
+    dbeta = d3.reshape(-1, c).sum(axis=0)
+    g = d3 * gamma
+    gx = dxhat_x
+    gx *= gamma
+    dx = g - _group_sums(g, groups) * inv_m - x3 * (_group_sums(gx, groups) * inv_m)
+    dx *= rstd
     return dx.reshape(xhat.shape), {"g": dgamma, "b": dbeta}
 
 
@@ -278,46 +337,70 @@ def group_norm_backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dic
 # --------------------------------------------------------------------------------------
 
 
-def avg_pool_forward(x: np.ndarray, factor: int = 2) -> tuple[np.ndarray, Cache]:
+def avg_pool_forward(
+    x: np.ndarray, factor: int = 2, *, channels_last: bool = False
+) -> tuple[np.ndarray, Cache]:
     r"""Average pooling over non-overlapping ``factor × factor`` windows (down-sampling).
 
     .. math:: y_{nc ij} = \frac{1}{f^2} \sum_{a,b < f} x_{nc,\,fi+a,\,fj+b}
 
     Shapes: ``x`` (N, C, H, W) with ``H`` and ``W`` divisible by ``factor`` →
-    ``out`` (N, C, H/f, W/f).
+    ``out`` (N, C, H/f, W/f); with ``channels_last``, (N, H, W, C) → (N, H/f, W/f, C).
     """
-    n, c, h, w = x.shape
+    if channels_last:
+        n, h, w, c = x.shape
+    else:
+        n, c, h, w = x.shape
     if h % factor or w % factor:
         raise ValueError(f"avg_pool needs H and W divisible by {factor}, got {h}×{w}")
-    out = x.reshape(n, c, h // factor, factor, w // factor, factor).mean(axis=(3, 5))
-    return out, (x.shape, factor)
+    f = factor
+    if channels_last:
+        out = x.reshape(n, h // f, f, w // f, f, c).mean(axis=(2, 4))
+    else:
+        out = x.reshape(n, c, h // f, f, w // f, f).mean(axis=(3, 5))
+    return out, (x.shape, factor, channels_last)
 
 
 def avg_pool_backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     r"""Backward of :func:`avg_pool_forward`: each input gets :math:`\partial y / f^2`."""
-    shape, f = cache
-    n, c, h, w = shape
+    shape, f, channels_last = cache
     scaled = dout * dout.dtype.type(1.0 / (f * f))
-    dx = np.broadcast_to(scaled[:, :, :, None, :, None], (n, c, h // f, f, w // f, f))
+    if channels_last:
+        n, h, w, c = shape
+        dx = np.broadcast_to(scaled[:, :, None, :, None, :], (n, h // f, f, w // f, f, c))
+    else:
+        n, c, h, w = shape
+        dx = np.broadcast_to(scaled[:, :, :, None, :, None], (n, c, h // f, f, w // f, f))
     return dx.reshape(shape), {}
 
 
-def upsample_forward(x: np.ndarray, factor: int = 2) -> tuple[np.ndarray, Cache]:
+def upsample_forward(
+    x: np.ndarray, factor: int = 2, *, channels_last: bool = False
+) -> tuple[np.ndarray, Cache]:
     r"""Nearest-neighbour up-sampling.
 
     .. math:: y_{nc ij} = x_{nc,\lfloor i/f\rfloor,\lfloor j/f\rfloor}
 
 
-    Shapes: ``x`` (N, C, H, W) → ``out`` (N, C, fH, fW).
+    Shapes: ``x`` (N, C, H, W) → ``out`` (N, C, fH, fW); with ``channels_last``,
+    (N, H, W, C) → (N, fH, fW, C).
     """
+    f = factor
+    if channels_last:
+        n, h, w, c = x.shape
+        out = np.broadcast_to(x[:, :, None, :, None, :], (n, h, f, w, f, c))
+        return out.reshape(n, h * f, w * f, c), (f, channels_last)
     n, c, h, w = x.shape
-    out = np.broadcast_to(x[:, :, :, None, :, None], (n, c, h, factor, w, factor))
-    return out.reshape(n, c, h * factor, w * factor), (factor,)
+    out = np.broadcast_to(x[:, :, :, None, :, None], (n, c, h, f, w, f))
+    return out.reshape(n, c, h * f, w * f), (f, channels_last)
 
 
 def upsample_backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     r"""Backward of :func:`upsample_forward`: sum of the gradient over each ``f × f`` block."""
-    (f,) = cache
+    f, channels_last = cache
+    if channels_last:
+        n, hf, wf, c = dout.shape
+        return dout.reshape(n, hf // f, f, wf // f, f, c).sum(axis=(2, 4)), {}
     n, c, hf, wf = dout.shape
     return dout.reshape(n, c, hf // f, f, wf // f, f).sum(axis=(3, 5)), {}
 

@@ -15,15 +15,13 @@ With ``num_blocks=1`` the matrix products are those of a ``(D+E) → H → H →
 from __future__ import annotations
 
 import itertools
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from .._checks import as_int
-from ._blas import blas_threads, single_threaded_blas
 from ._checks import check_dtype, check_input, check_keys, check_timesteps
+from ._parallel import ChunkRunner, available_cpus
 from .layers import timestep_embedding_forward
 
 MIN_CHUNK = 256  # rows per thread below which splitting the batch does not pay
@@ -113,8 +111,11 @@ class MLP:
         into ``threads`` chunks of rows, each run through the whole forward and backward pass
         by its own Python thread with a single-threaded BLAS (Numba kernels and BLAS release
         the GIL), and the chunks' parameter gradients are summed. ``None`` uses every CPU this
-        process may run on; 1 runs one chunk with BLAS's own threads. Results do not depend
+        process may run on; 1 runs one chunk with BLAS's own threads (a smaller batch with
+        ``threads > 1`` runs as one chunk with one BLAS thread). Results do not depend
         on timing, but the summation order (and so the last bits) depends on ``threads``.
+        While a multi-chunk pass runs, OpenBLAS is set to one thread process-wide (and
+        restored afterwards).
 
     Attributes
     ----------
@@ -158,10 +159,10 @@ class MLP:
         if fused and self.dtype != np.float32:
             raise ValueError("fused=True needs dtype=np.float32; float64 models use NumPy SiLU")
         self.fused = bool(fused)
-        if threads is None:
-            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-        self.threads = as_int(threads, "threads", minimum=1)
-        self._executor: ThreadPoolExecutor | None = None
+        self.threads = as_int(
+            available_cpus() if threads is None else threads, "threads", minimum=1
+        )
+        self._runner = ChunkRunner(self.threads, MIN_CHUNK)
         self.seed = as_int(seed, "seed", minimum=0)
         self.params = self._init_params(np.random.default_rng(self.seed))
         self._pool: dict[int, list[_Workspace]] = {}
@@ -206,20 +207,10 @@ class MLP:
     # ---------------------------------------------------------------- forward / backward
 
     def _chunks(self, n: int) -> list[int]:
-        k = min(self.threads, n // MIN_CHUNK) if blas_threads() is not None else 1
-        k = max(k, 1)
-        return [n * i // k for i in range(k + 1)]
+        return self._runner.bounds(n)
 
     def _run(self, fn, jobs: list[tuple]) -> list:
-        """Run ``fn(*job)`` for every job: the first on this thread, the rest on workers."""
-        if len(jobs) == 1:
-            return [fn(*jobs[0])]
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="npddpm")
-        with single_threaded_blas():
-            futures = [self._executor.submit(fn, *job) for job in jobs[1:]]
-            first = fn(*jobs[0])
-            return [first] + [f.result() for f in futures]
+        return self._runner.run(fn, jobs)
 
     def forward(self, x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, _MLPCache]:
         """Model output for a batch.
@@ -248,6 +239,7 @@ class MLP:
                 for r0, r1 in itertools.pairwise(bounds)
             ]
         emb = self._embedding(t)
+        self._kernels()  # compile (once) here, not in the worker threads
         out = np.empty((n, self.out_dim), dtype=self.dtype)
         jobs = [
             (ws, x[r0:r1], emb[r0:r1], out[r0:r1])

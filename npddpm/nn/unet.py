@@ -23,6 +23,7 @@ import numpy as np
 
 from .._checks import as_int
 from ._checks import check_dtype, check_input, check_timesteps
+from ._parallel import ChunkRunner, available_cpus
 from .blocks import (
     attention_block_backward,
     attention_block_forward,
@@ -31,7 +32,7 @@ from .blocks import (
     res_block_forward,
     res_block_params,
 )
-from .conv import conv2d_backward, conv2d_forward
+from .conv import conv2d_nhwc_backward, conv2d_nhwc_forward
 from .layers import (
     avg_pool_backward,
     avg_pool_forward,
@@ -51,11 +52,14 @@ __all__ = ["UNet"]
 MIN_SIDE, MAX_SIDE = 4, 32
 
 
-class _UNetCache:
-    __slots__ = ("model", "n", "ops", "temb_caches")
+MIN_CHUNK = 8  # images per thread below which splitting the batch does not pay
 
-    def __init__(self, model: UNet, n: int, ops: list, temb_caches: tuple) -> None:
-        self.model, self.n, self.ops, self.temb_caches = model, n, ops, temb_caches
+
+class _UNetCache:
+    __slots__ = ("bounds", "chunks", "model", "n")
+
+    def __init__(self, model: UNet, n: int, bounds: list[int], chunks: list) -> None:
+        self.model, self.n, self.bounds, self.chunks = model, n, bounds, chunks
 
 
 class UNet:
@@ -86,6 +90,11 @@ class UNet:
         Initialisation seed (PyTorch's default ``±1/√fan_in`` uniform for convolutions and
         linear layers, drawn in float64 then cast; group norms start at γ = 1, β = 0).
     dtype : np.float32 or np.float64, default np.float32
+    threads : int or None, default None
+        Data parallelism: a batch of at least ``threads × 8`` images is split into
+        ``threads`` chunks, each run by its own Python thread with a single-threaded BLAS,
+        and the chunks' gradients are summed (see :class:`npddpm.nn.MLP`). ``None`` uses
+        every CPU this process may run on.
 
     Attributes
     ----------
@@ -110,6 +119,7 @@ class UNet:
         learn_sigma: bool = False,
         seed: int = 0,
         dtype: Any = np.float32,
+        threads: int | None = None,
     ) -> None:
         self.channels = as_int(channels, "channels", minimum=1)
         self.base_channels = as_int(base_channels, "base_channels", minimum=1)
@@ -138,6 +148,10 @@ class UNet:
         self.dtype = check_dtype(dtype)
         self.seed = as_int(seed, "seed", minimum=0)
         self.params = self._init_params(np.random.default_rng(self.seed))
+        self.threads = as_int(
+            available_cpus() if threads is None else threads, "threads", minimum=1
+        )
+        self._runner = ChunkRunner(self.threads, MIN_CHUNK)
 
     @property
     def downsample_factor(self) -> int:
@@ -225,6 +239,13 @@ class UNet:
         self._check_x(x)
         n = x.shape[0]
         t = check_timesteps(t, n)
+        b = self._runner.bounds(n)
+        jobs = [(x[b[i] : b[i + 1]], t[b[i] : b[i + 1]]) for i in range(len(b) - 1)]
+        results = self._runner.run(self._forward_chunk, jobs)
+        out = results[0][0] if len(results) == 1 else np.concatenate([r[0] for r in results])
+        return out, _UNetCache(self, n, b, [r[1] for r in results])
+
+    def _forward_chunk(self, x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, tuple]:
         p, g = self.params, self.groups
         e0, _ = timestep_embedding_forward(
             t, self.base_channels, max_period=self.max_period, dtype=self.dtype
@@ -233,12 +254,13 @@ class UNet:
         e2, c2 = silu_forward(e1)
         temb, c3 = linear_forward(e2, p["temb.1.w"], p["temb.1.b"])
 
+        # Channels-last inside (contiguous im2col copies, no transposes around products).
         ops: list[tuple] = []
-        h, c = conv2d_forward(x, p["conv_in.w"], p["conv_in.b"], 1, 1)
+        h, c = conv2d_nhwc_forward(x.transpose(0, 2, 3, 1), p["conv_in.w"], p["conv_in.b"], 1, 1)
         ops.append(("conv", "conv_in", c))
 
         def res(prefix: str, h: np.ndarray) -> np.ndarray:
-            h, c = res_block_forward(h, temb, self._sub(prefix), g)
+            h, c = res_block_forward(h, temb, self._sub(prefix), g, channels_last=True)
             ops.append(("res", prefix, c))
             return h
 
@@ -250,28 +272,31 @@ class UNet:
             skips.append(h)
             ops.append(("skip", i, None))
             if i < levels - 1:
-                h, c = avg_pool_forward(h)
+                h, c = avg_pool_forward(h, channels_last=True)
                 ops.append(("pool", None, c))
         h = res("mid.0", h)
         if self.attention:
-            h, c = attention_block_forward(h, self._sub("mid.attn"), g, self.heads)
+            h, c = attention_block_forward(
+                h, self._sub("mid.attn"), g, self.heads, channels_last=True
+            )
             ops.append(("attn", "mid.attn", c))
         h = res("mid.1", h)
         for i in reversed(range(levels)):
             if i < levels - 1:
-                h, c = upsample_forward(h)
+                h, c = upsample_forward(h, channels_last=True)
                 ops.append(("up", None, c))
-            ops.append(("concat", i, h.shape[1]))
-            h = np.concatenate([h, skips[i]], axis=1)
+            ops.append(("concat", i, h.shape[-1]))
+            h = np.concatenate([h, skips[i]], axis=-1)
             for j in range(self.num_res_blocks):
                 h = res(f"up{i}.{j}", h)
-        h, c = group_norm_forward(h, p["out.gn.g"], p["out.gn.b"], g)
+        h, c = group_norm_forward(h, p["out.gn.g"], p["out.gn.b"], g, channels_last=True)
         ops.append(("gn", "out.gn", c))
         h, c = silu_forward(h)
         ops.append(("silu", None, c))
-        out, c = conv2d_forward(h, p["out.conv.w"], p["out.conv.b"], 1, 1)
+        out, c = conv2d_nhwc_forward(h, p["out.conv.w"], p["out.conv.b"], 1, 1)
         ops.append(("conv", "out.conv", c))
-        return out, _UNetCache(self, n, ops, (c1, c2, c3))
+        out = np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+        return out, (ops, (c1, c2, c3))
 
     def backward(self, dout: np.ndarray, cache: _UNetCache) -> dict[str, np.ndarray]:
         """Gradients of ``<out, dout>`` with respect to every parameter.
@@ -290,13 +315,28 @@ class UNet:
         check_input(dout, "dout", self.dtype, (self.out_channels, side, side), "C_out, S, S")
         if dout.shape[0] != cache.n:
             raise ValueError(f"dout has {dout.shape[0]} rows but the forward pass had {cache.n}")
+        b = cache.bounds
+        jobs = [(dout[b[i] : b[i + 1]], c, input_grad) for i, c in enumerate(cache.chunks)]
+        results = self._runner.run(self._vjp_chunk, jobs)
+        dx, grads = results[0]
+        for _, g_i in results[1:]:
+            for k, v in grads.items():
+                v += g_i[k]
+        if input_grad and len(results) > 1:
+            dx = np.concatenate([r[0] for r in results])
+        return dx, grads
+
+    def _vjp_chunk(
+        self, dout: np.ndarray, chunk: tuple, input_grad: bool
+    ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+        ops, temb_caches = chunk
         grads: dict[str, np.ndarray] = {}
-        dtemb = np.zeros((cache.n, self.time_embed_dim), dtype=self.dtype)
+        dtemb = np.zeros((dout.shape[0], self.time_embed_dim), dtype=self.dtype)
         dskips: dict[int, np.ndarray] = {}
-        dh = dout
-        for kind, key, c in reversed(cache.ops):
+        dh = np.ascontiguousarray(dout.transpose(0, 2, 3, 1))
+        for kind, key, c in reversed(ops):
             if kind == "conv":
-                dh, gr = conv2d_backward(dh, c)
+                dh, gr = conv2d_nhwc_backward(dh, c)
                 grads[f"{key}.w"], grads[f"{key}.b"] = gr["w"], gr["b"]
             elif kind == "res":
                 (dh, de), gr = res_block_backward(dh, c)
@@ -315,18 +355,19 @@ class UNet:
             elif kind == "up":
                 dh, _ = upsample_backward(dh, c)
             elif kind == "concat":
-                dskips[key] = dh[:, c:]
-                dh = dh[:, :c]
+                dskips[key] = dh[..., c:]
+                dh = dh[..., :c]
             elif kind == "skip":
                 dh = dh + dskips.pop(key)
-        c1, c2, c3 = cache.temb_caches
+        c1, c2, c3 = temb_caches
         de, gr = linear_backward(dtemb, c3)
         grads["temb.1.w"], grads["temb.1.b"] = gr["w"], gr["b"]
         de, _ = silu_backward(de, c2)
         _, gr = linear_backward(de, c1)
         grads["temb.0.w"], grads["temb.0.b"] = gr["w"], gr["b"]
         grads = {k: grads[k] for k in self.params}  # same order as params
-        return (dh if input_grad else None), grads
+        dx = np.ascontiguousarray(dh.transpose(0, 3, 1, 2)) if input_grad else None
+        return dx, grads
 
     def __call__(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Denoiser interface: the model output for ``x`` cast to the model's dtype."""

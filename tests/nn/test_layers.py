@@ -81,8 +81,10 @@ def test_activations(name, shape, seed):
 def test_activation_values_against_closed_forms():
     # Independent closed forms: SiLU(x) = x/(1+e^-x); GELU(1) = Φ(1) = 0.841344746068543.
     x = np.array([-30.0, -1.0, 0.0, 2.0, 30.0])
+    # A few ulp: expit and 1/(1+e^-x) are each correctly rounded to within ~1 ulp (ε ≈ 2e-16).
     np.testing.assert_allclose(layers.silu_forward(x)[0], x / (1 + np.exp(-x)), rtol=1e-15)
     g = layers.gelu_forward(np.array([1.0, -1.0]))[0]
+    # The reference values carry 15 significant digits, so 1e-14 is their own precision.
     np.testing.assert_allclose(g, [0.841344746068543, -0.158655253931457], rtol=1e-14)
     assert layers.silu_forward(np.float32([1.0]))[0].dtype == np.float32
 
@@ -105,19 +107,21 @@ def test_timestep_embedding_values():
     # improved-diffusion: freqs_k = exp(-ln(10000) k / half); e = [cos(t f), sin(t f)].
     e, _ = layers.timestep_embedding_forward(np.array([0, 7]), 5, dtype=np.float64)
     f = np.array([1.0, 0.01])  # 10000^(-k/2), k = 0, 1
+    # Same float64 cos/sin of phases that differ by ≤ 1 ulp (exp(−ln(1e4)/2) vs 0.01): 1e-15.
     np.testing.assert_allclose(e[1], np.r_[np.cos(7 * f), np.sin(7 * f), 0.0], rtol=1e-15)
     np.testing.assert_array_equal(e[0], [1, 1, 0, 0, 0])
 
 
 @settings(max_examples=30)
 @given(
+    channels_last=st.booleans(),
     n=st.integers(1, 2),
     groups=st.integers(1, 3),
     per=st.integers(1, 2),
     hw=st.integers(1, 3),
     seed=seeds,
 )
-def test_group_norm(n, groups, per, hw, seed):
+def test_group_norm(channels_last, n, groups, per, hw, seed):
     rng = np.random.default_rng(seed)
     c = groups * per
     # Groups of >= 3 elements: with 2 the normalised output is ±√(var/(var+ε)), a constant up
@@ -128,8 +132,11 @@ def test_group_norm(n, groups, per, hw, seed):
         "b": rng.standard_normal(c),
     }
 
+    if channels_last:
+        a["x"] = np.ascontiguousarray(np.moveaxis(a["x"], 1, -1))
+
     def fwd(x, g, b):
-        return layers.group_norm_forward(x, g, b, groups)
+        return layers.group_norm_forward(x, g, b, groups, channels_last=channels_last)
 
     check_pair(
         fwd, layers.group_norm_backward, a, rng, input_names=["x"], param_names={"g": "g", "b": "b"}
@@ -142,6 +149,7 @@ def test_group_norm_statistics():
     x = 3 + 2 * rng.standard_normal((2, 6, 4, 4))
     y, _ = layers.group_norm_forward(x, np.ones(6), np.zeros(6), 3, eps=0.0)
     yg = y.reshape(2, 3, -1)
+    # Means and variances of 32 O(1) float64 values: rounding ~32·ε ≈ 1e-14.
     np.testing.assert_allclose(yg.mean(axis=2), 0, atol=1e-14)
     np.testing.assert_allclose(yg.var(axis=2), 1, rtol=1e-13)
 
@@ -157,24 +165,46 @@ def test_group_norm_statistics():
 )
 def test_resampling(n, c, h, w, factor, seed):
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, c, h * factor, w * factor))
-    check_pair(
-        lambda x: layers.avg_pool_forward(x, factor),
-        layers.avg_pool_backward,
-        {"x": x},
-        rng,
-        input_names=["x"],
-        param_names={},
-    )
-    x = rng.standard_normal((n, c, h, w))
-    check_pair(
-        lambda x: layers.upsample_forward(x, factor),
-        layers.upsample_backward,
-        {"x": x},
-        rng,
-        input_names=["x"],
-        param_names={},
-    )
+    for cl in (False, True):
+        x = rng.standard_normal(
+            (n, h * factor, w * factor, c) if cl else (n, c, h * factor, w * factor)
+        )
+        check_pair(
+            lambda x, cl=cl: layers.avg_pool_forward(x, factor, channels_last=cl),
+            layers.avg_pool_backward,
+            {"x": x},
+            rng,
+            input_names=["x"],
+            param_names={},
+        )
+        x = rng.standard_normal((n, h, w, c) if cl else (n, c, h, w))
+        check_pair(
+            lambda x, cl=cl: layers.upsample_forward(x, factor, channels_last=cl),
+            layers.upsample_backward,
+            {"x": x},
+            rng,
+            input_names=["x"],
+            param_names={},
+        )
+
+
+def test_channels_last_layers_match_channels_first():
+    # The same numbers in the other memory layout (the U-Net runs channels-last).
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 4, 6, 6))
+    xl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    g, b = rng.standard_normal(4), rng.standard_normal(4)
+    pairs = [
+        (
+            layers.group_norm_forward(x, g, b, 2)[0],
+            layers.group_norm_forward(xl, g, b, 2, channels_last=True)[0],
+        ),
+        (layers.avg_pool_forward(x)[0], layers.avg_pool_forward(xl, channels_last=True)[0]),
+        (layers.upsample_forward(x)[0], layers.upsample_forward(xl, channels_last=True)[0]),
+    ]
+    for first, last in pairs:
+        # Same formulas, different summation order over ≤ 72 values: ~1e-14 of O(1) numbers.
+        np.testing.assert_allclose(last, first.transpose(0, 2, 3, 1), rtol=1e-13, atol=1e-14)
 
 
 def test_resampling_values():
@@ -240,6 +270,7 @@ def test_self_attention_against_explicit_loops():
                 p = np.exp(s) / np.exp(s).sum()
                 o[i, h * d : (h + 1) * d] = sum(p[j] * v[j] for j in range(length))
         expected[b] = o @ wo + bo
+    # Float64 sums of ≤ 12 products in a different order, then a softmax: ~1e-14; 1e-12 margin.
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
 
 
@@ -328,19 +359,22 @@ def test_conv2d_shape_errors():
 
 
 @settings(max_examples=6)
-@given(c_in=st.sampled_from([2, 4]), c_out=st.sampled_from([2, 4]), seed=seeds)
-def test_res_block(c_in, c_out, seed):
+@given(c_in=st.sampled_from([2, 4]), c_out=st.sampled_from([2, 4]), cl=st.booleans(), seed=seeds)
+def test_res_block(c_in, c_out, cl, seed):
     rng = np.random.default_rng(seed)
     p = blocks.res_block_params(rng, c_in, c_out, 3, np.float64)
     for key in p:  # non-trivial norms
         p[key] = p[key] + 0.3 * rng.standard_normal(p[key].shape)
-    a = {"x": rng.standard_normal((2, c_in, 3, 3)), "emb": rng.standard_normal((2, 3))}
+    shape = (2, 3, 3, c_in) if cl else (2, c_in, 3, 3)
+    a = {"x": rng.standard_normal(shape), "emb": rng.standard_normal((2, 3))}
     a.update({f"p:{k}": v for k, v in p.items()})
 
     def fwd(x, emb, *vals):
         # One group: with one channel per group, GN₂ would remove the per-channel shift
         # that the embedding adds, and d/d(emb) would be exactly 0.
-        return blocks.res_block_forward(x, emb, dict(zip(p, vals, strict=True)), 1)
+        return blocks.res_block_forward(
+            x, emb, dict(zip(p, vals, strict=True)), 1, channels_last=cl
+        )
 
     check_pair(
         fwd,
@@ -353,17 +387,19 @@ def test_res_block(c_in, c_out, seed):
 
 
 @settings(max_examples=6)
-@given(heads=st.sampled_from([1, 2]), seed=seeds)
-def test_attention_block(heads, seed):
+@given(heads=st.sampled_from([1, 2]), cl=st.booleans(), seed=seeds)
+def test_attention_block(heads, cl, seed):
     rng = np.random.default_rng(seed)
     p = blocks.attention_block_params(rng, 4, np.float64)
     for key in p:
         p[key] = p[key] + 0.3 * rng.standard_normal(p[key].shape)
-    a = {"x": rng.standard_normal((2, 4, 2, 2))}
+    a = {"x": rng.standard_normal((2, 2, 3, 4) if cl else (2, 4, 2, 3))}
     a.update({f"p:{k}": v for k, v in p.items()})
 
     def fwd(x, *vals):
-        return blocks.attention_block_forward(x, dict(zip(p, vals, strict=True)), 2, heads)
+        return blocks.attention_block_forward(
+            x, dict(zip(p, vals, strict=True)), 2, heads, channels_last=cl
+        )
 
     check_pair(
         fwd,

@@ -259,3 +259,13 @@ def test_mlp_data_parallel_chunks_vjp():
     assert len(m._chunks(n)) - 1 == 3
     x = rng.standard_normal((n, 2))
     check_model_vjp(m, x, rng.integers(0, 1000, n), rng)
+
+
+def test_unet_data_parallel_chunks_vjp():
+    # threads=2 with 17 images: two chunks (8 and 9 images) in two threads, gradients summed.
+    rng = np.random.default_rng(8)
+    m = UNet(1, base_channels=4, groups=2, time_embed_dim=4, dtype=np.float64, threads=2)
+    perturb(m, rng)
+    assert m._runner.bounds(17) == [0, 8, 17]
+    x = rng.standard_normal((17, 1, 4, 4))
+    check_model_vjp(m, x, rng.integers(0, 1000, 17), rng, per_key=False)

@@ -40,25 +40,29 @@ def compare(model, tmodel, x, t, rng, dtype):
     "dtype, fused", [(np.float64, False), (np.float32, False), (np.float32, True)]
 )
 @pytest.mark.parametrize(
-    "cfg",
+    "cfg, n",
     [
-        dict(dim=2, hidden=32, num_blocks=2),
-        dict(dim=5, hidden=7, num_blocks=0, learn_sigma=True, time_embed_dim=9),
+        (dict(dim=2, hidden=32, num_blocks=2, threads=1), 64),
+        (dict(dim=2, hidden=32, num_blocks=2, threads=2), 600),  # two data-parallel chunks
+        (dict(dim=5, hidden=7, num_blocks=0, learn_sigma=True, time_embed_dim=9), 64),
     ],
 )
-def test_mlp_matches_torch(dtype, fused, cfg):
+def test_mlp_matches_torch(dtype, fused, cfg, n):
     rng = np.random.default_rng(0)
     model = MLP(**cfg, dtype=dtype, fused=fused, seed=3)
-    x = rng.standard_normal((64, cfg["dim"])).astype(dtype)
-    t = rng.integers(0, 4000, 64)  # beyond 1000: the embedding tables grow on both sides
+    x = rng.standard_normal((n, cfg["dim"])).astype(dtype)
+    t = rng.integers(0, 4000, n)  # beyond 1000: the embedding tables grow on both sides
     compare(model, torch_mlp(model, TORCH_DTYPE[dtype]), x, t, rng, dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize(
-    "cfg, side",
+    "cfg, side, n",
     [
-        (dict(channels=1), 8),
+        (dict(channels=1), 8, 3),
+        # Two data-parallel chunks; groups=4 keeps two channels per group (with one, a conv
+        # bias before a group norm has an exactly zero gradient and only rounding is compared).
+        (dict(channels=1, base_channels=8, groups=4, threads=2), 8, 17),
         (
             dict(
                 channels=3,
@@ -69,25 +73,20 @@ def test_mlp_matches_torch(dtype, fused, cfg):
                 learn_sigma=True,
             ),
             16,
+            3,
         ),
         (
-            dict(
-                channels=2,
-                base_channels=8,
-                channel_mult=(1, 2),
-                num_res_blocks=2,
-                groups=2,
-                attention=False,
-            ),
+            dict(channels=2, base_channels=8, num_res_blocks=2, groups=2, attention=False),
             4,
+            3,
         ),
     ],
 )
-def test_unet_matches_torch(dtype, cfg, side):
+def test_unet_matches_torch(dtype, cfg, side, n):
     rng = np.random.default_rng(1)
     model = UNet(**cfg, dtype=dtype, seed=2)
     for p in model.params.values():  # move the norms off γ = 1, β = 0
         p += (0.1 * rng.standard_normal(p.shape)).astype(dtype)
-    x = rng.standard_normal((3, cfg["channels"], side, side)).astype(dtype)
-    t = rng.integers(0, 1000, 3)
+    x = rng.standard_normal((n, cfg["channels"], side, side)).astype(dtype)
+    t = rng.integers(0, 1000, n)
     compare(model, torch_unet(model, TORCH_DTYPE[dtype]), x, t, rng, dtype)
