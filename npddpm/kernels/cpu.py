@@ -137,7 +137,7 @@ def standard_normal(seed: int, stream: int, shape: tuple[int, ...], dtype) -> np
 # --------------------------------------------------------------------------------------
 
 
-@cpu_jit()
+@cpu_jit(inline=True)
 def _x0_hat(x, e, c_recip, c_recipm1, clip, one):
     v = c_recip * x - c_recipm1 * e
     if clip:
@@ -148,13 +148,13 @@ def _x0_hat(x, e, c_recip, c_recipm1, clip, one):
     return v
 
 
-@cpu_jit()
+@cpu_jit(inline=True)
 def _ddpm(x, e, z, c_recip, c_recipm1, c1, c2, s, clip, one):
     x0 = _x0_hat(x, e, c_recip, c_recipm1, clip, one)
     return (c1 * x0 + c2 * x) + s * z
 
 
-@cpu_jit()
+@cpu_jit(inline=True)
 def _ddim(x, e, z, c_recip, c_recipm1, c_prev, c_dir, s, clip, one):
     x0 = _x0_hat(x, e, c_recip, c_recipm1, clip, one)
     eps_hat = (c_recip * x - x0) / c_recipm1
