@@ -672,6 +672,7 @@ class GaussianDiffusion:
         *,
         return_grad=False,
         decoder="discretized",
+        bin_width=2.0 / 255.0,
     ):
         """See :func:`npddpm.losses.vb_terms_bpd`."""
         return _losses.vb_terms_bpd(
@@ -683,6 +684,7 @@ class GaussianDiffusion:
             clip_denoised,
             return_grad=return_grad,
             decoder=decoder,
+            bin_width=bin_width,
         )
 
     def training_losses(self, model_output, x0, t, noise, *, x_t=None):
@@ -694,11 +696,26 @@ class GaussianDiffusion:
         return _losses.prior_bpd(self, x0)
 
     def calc_bpd_loop(
-        self, denoiser, x0, *, clip_denoised=True, seed=0, noise=None, decoder="discretized"
+        self,
+        denoiser,
+        x0,
+        *,
+        clip_denoised=True,
+        seed=0,
+        noise=None,
+        decoder="discretized",
+        bin_width=2.0 / 255.0,
     ):
         """See :func:`npddpm.losses.calc_bpd_loop`."""
         return _losses.calc_bpd_loop(
-            self, denoiser, x0, clip_denoised=clip_denoised, seed=seed, noise=noise, decoder=decoder
+            self,
+            denoiser,
+            x0,
+            clip_denoised=clip_denoised,
+            seed=seed,
+            noise=noise,
+            decoder=decoder,
+            bin_width=bin_width,
         )
 
     def __repr__(self) -> str:

@@ -90,10 +90,13 @@ def discretized_gaussian_log_likelihood(
     log_scales: Array,
     cdf: str = "tanh",
     return_grad: bool = False,
+    bin_width: float = 2.0 / 255.0,
 ):
     r"""log P(x) for data in [−1, 1] discretised to 256 levels, under N(means, e^{2·log_scales}).
 
-    Interior bins are [x − 1/255, x + 1/255]; for x < −0.999 the bin is (−∞, x + 1/255] and
+    ``bin_width`` is the spacing of the data levels in [−1, 1]: 2/255 for 8-bit images (the
+    default, the references' decoder), 1/8 for 17 grey levels. For 8-bit data:
+    interior bins are [x − 1/255, x + 1/255]; for x < −0.999 the bin is (−∞, x + 1/255] and
     for x > 0.999 it is [x − 1/255, ∞) (Ho et al. 2020, Eq. 13). Probabilities are clamped
     at 1e-12 before the log, as improved-diffusion ``losses.py:50-77``.
 
@@ -110,8 +113,9 @@ def discretized_gaussian_log_likelihood(
         raise ValueError(f"cdf must be 'tanh' or 'erf', got {cdf!r}")
     centered = x - means
     inv = np.exp(-log_scales)
-    plus_in = inv * (centered + 1.0 / 255.0)
-    min_in = inv * (centered - 1.0 / 255.0)
+    half = bin_width / 2.0  # 1/255 for 8-bit data; 1/16 for 17 grey levels
+    plus_in = inv * (centered + half)
+    min_in = inv * (centered - half)
     cdf_plus, pdf_plus = _cdf_and_pdf(plus_in, cdf)
     cdf_min, pdf_min = _cdf_and_pdf(min_in, cdf)
     if cdf == "erf":
@@ -122,7 +126,9 @@ def discretized_gaussian_log_likelihood(
     else:  # the references' arithmetic, verbatim
         one_minus = 1.0 - cdf_min
         delta = cdf_plus - cdf_min
-    low, high = x < -0.999, x > 0.999
+    # the edge bins: ±0.999 as the references for 8-bit data, ±(1 − width/4) otherwise
+    edge = 0.999 if bin_width == 2.0 / 255.0 else 1.0 - bin_width / 4.0
+    low, high = x < -edge, x > edge
     prob = np.where(low, cdf_plus, np.where(high, one_minus, delta))
     log_probs = np.log(np.maximum(prob, 1e-12))
     if not return_grad:
@@ -190,6 +196,7 @@ def vb_terms_bpd(
     *,
     return_grad: bool = False,
     decoder: str = "discretized",
+    bin_width: float = 2.0 / 255.0,
 ) -> dict[str, Array]:
     r"""The per-step term of the variational bound, in bits per dimension.
 
@@ -230,6 +237,7 @@ def vb_terms_bpd(
             log_scales=0.5 * r["log_variance"],
             cdf=d.profile.cdf,
             return_grad=True,
+            bin_width=bin_width,
         )
     else:
         raise ValueError(f"decoder must be 'discretized' or 'gaussian', got {decoder!r}")
@@ -328,6 +336,7 @@ def calc_bpd_loop(
     seed: int = 0,
     noise: Array | None = None,
     decoder: str = "discretized",
+    bin_width: float = 2.0 / 255.0,
 ) -> dict[str, Array]:
     r"""The full variational bound of ``denoiser`` on ``x0``, in bits per dimension
     (``decoder="gaussian"`` for continuous data: multiply by D·ln 2 for nats per example).
@@ -361,7 +370,14 @@ def calc_bpd_loop(
         eps = noise[t] if noise is not None else rng.standard_normal(x0.shape).astype(x0.dtype)
         x_t = d.q_sample(x0, tb, eps)
         out = vb_terms_bpd(
-            d, denoiser(x_t, d.model_timesteps(tb)), x0, x_t, tb, clip_denoised, decoder=decoder
+            d,
+            denoiser(x_t, d.model_timesteps(tb)),
+            x0,
+            x_t,
+            tb,
+            clip_denoised,
+            decoder=decoder,
+            bin_width=bin_width,
         )
         vb[:, t] = out["output"]
         xmse[:, t] = mean_flat((out["pred_xstart"].astype(np.float64) - x0) ** 2)

@@ -394,3 +394,15 @@ def test_gaussian_decoder_gradient_finite_differences():
         e[idx] = h
         num = (f(out + e)[idx[0]] - f(out - e)[idx[0]]) / (2 * h)
         assert abs(g[idx] - num) <= 1e-6 * max(1.0, abs(num))
+
+
+@pytest.mark.parametrize("cdf", ["tanh", "erf"])
+def test_discretized_probabilities_sum_to_one_for_17_levels(cdf):
+    # the UCI digits: 17 grey levels v/8 − 1; the bins tile the line, so the probabilities
+    # telescope to 1 for any CDF (rounding ≪ 1e-9)
+    x = np.arange(17) / 8.0 - 1.0
+    for mu, ls in ((0.1, -2.0), (-0.9, -1.0), (0.5, 0.5)):
+        lp = discretized_gaussian_log_likelihood(
+            x, means=np.full(17, mu), log_scales=np.full(17, ls), cdf=cdf, bin_width=1 / 8
+        )
+        assert abs(np.exp(lp).sum() - 1.0) < 1e-9
