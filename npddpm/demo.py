@@ -22,7 +22,7 @@ from . import metrics as _metrics
 from . import samplers
 from .diffusion import GaussianDiffusion
 from .schedules import inference_timesteps
-from .training import TrainConfig, Trainer
+from .training import TrainConfig, Trainer, model_denoiser
 
 __all__ = ["DEMO_CONFIG", "run_demo"]
 
@@ -50,15 +50,10 @@ DEMO_CONFIG = dict(
 
 
 def _denoiser(model, params: dict[str, np.ndarray]):
-    """``(x_t, t) -> model output`` with the given (EMA) parameters, in x_t's dtype."""
+    """The model as a denoiser, with the given (EMA) parameters copied in."""
     for k, p in model.params.items():
         p[...] = params[k]
-
-    def den(x_t, t):
-        out, _ = model.forward(np.asarray(x_t, dtype=model.dtype), t)
-        return out.astype(np.asarray(x_t).dtype, copy=False)
-
-    return den
+    return model_denoiser(model)
 
 
 def _to_jsonable(obj):

@@ -325,14 +325,19 @@ class GaussianDiffusion:
 
     # ---------------------------------------------------------------- conversions
 
+    def _convert(self, fn, x_t: Array, t: Array, y: Array, name: str) -> Array:
+        """Validate ``(x_t, t, y)``, apply ``fn(x_t, t, y, w)`` in the work dtype ``w``, and
+        return the result in x_t's dtype (the public side of every ``_a_from_b``)."""
+        x_t = self._x(x_t, "x_t")
+        y = self._x(y, name, x_t)
+        t = self._t(t, x_t.shape[0])
+        w = self._work_dtype(x_t)
+        return fn(x_t.astype(w), t, y.astype(w), w).astype(x_t.dtype)
+
     def predict_xstart_from_eps(self, x_t: Array, t: Array, eps: Array) -> Array:
         r"""x̂₀ from ε: ``√(1/ᾱ)·x_t − √(1/ᾱ − 1)·ε`` (profile ``xstart_from_eps="recip"``) or
         ``(x_t − √(1 − ᾱ)·ε)/√ᾱ`` (``"divide"``, diffusers)."""
-        x_t = self._x(x_t, "x_t")
-        eps = self._x(eps, "eps", x_t)
-        t = self._t(t, x_t.shape[0])
-        w = self._work_dtype(x_t)
-        return self._xstart_from_eps(x_t.astype(w), t, eps.astype(w), w).astype(x_t.dtype)
+        return self._convert(self._xstart_from_eps, x_t, t, eps, "eps")
 
     def _xstart_from_eps(self, x_t: Array, t: Array, eps: Array, w: np.dtype) -> Array:
         s, n = self.schedule, x_t.ndim
@@ -348,41 +353,34 @@ class GaussianDiffusion:
     def predict_eps_from_xstart(self, x_t: Array, t: Array, pred_xstart: Array) -> Array:
         r"""ε̂ from x̂₀: ``(√(1/ᾱ)·x_t − x̂₀)/√(1/ᾱ − 1)`` (or diffusers'
         ``(x_t − √ᾱ·x̂₀)/√(1 − ᾱ)`` under ``xstart_from_eps="divide"``)."""
-        x_t = self._x(x_t, "x_t")
-        x0 = self._x(pred_xstart, "pred_xstart", x_t)
-        t = self._t(t, x_t.shape[0])
-        w = self._work_dtype(x_t)
-        return self._eps_from_xstart(x_t.astype(w), t, x0.astype(w), w).astype(x_t.dtype)
+        return self._convert(self._eps_from_xstart, x_t, t, pred_xstart, "pred_xstart")
 
     def _eps_from_xstart(self, x_t: Array, t: Array, x0: Array, w: np.dtype) -> Array:
         s, n = self.schedule, x_t.ndim
-        if self.profile.xstart_from_eps == "divide":
+
+        def divide():
             return (x_t - self._coef(s.sqrt_alphas_cumprod, t, n, w) * x0) / (
                 self._coef(s.sqrt_one_minus_alphas_cumprod, t, n, w)
             )
+
+        def recip():
+            return (self._coef(s.sqrt_recip_alphas_cumprod, t, n, w) * x_t - x0) / (
+                self._coef(s.sqrt_recipm1_alphas_cumprod, t, n, w)
+            )
+
+        if self.profile.xstart_from_eps == "divide":
+            return divide()
         if np.any(s.alphas_cumprod[t] == 0):
             # zero terminal SNR: √(1/ᾱ) = ∞ makes the recip form ∞/∞; its limit is the divide
             # form, (x_t − √ᾱ·x̂₀)/√(1 − ᾱ) = x_t at ᾱ = 0
             zero = (s.alphas_cumprod[t] == 0).reshape((-1,) + (1,) * (n - 1))
             with np.errstate(invalid="ignore", divide="ignore"):
-                recip = (self._coef(s.sqrt_recip_alphas_cumprod, t, n, w) * x_t - x0) / (
-                    self._coef(s.sqrt_recipm1_alphas_cumprod, t, n, w)
-                )
-            divide = (x_t - self._coef(s.sqrt_alphas_cumprod, t, n, w) * x0) / (
-                self._coef(s.sqrt_one_minus_alphas_cumprod, t, n, w)
-            )
-            return np.where(zero, divide, recip)
-        return (self._coef(s.sqrt_recip_alphas_cumprod, t, n, w) * x_t - x0) / (
-            self._coef(s.sqrt_recipm1_alphas_cumprod, t, n, w)
-        )
+                return np.where(zero, divide(), recip())
+        return recip()
 
     def predict_xstart_from_xprev(self, x_t: Array, t: Array, xprev: Array) -> Array:
         r"""x̂₀ from the posterior mean: ``x_{t−1}/coef1 − (coef2/coef1)·x_t``."""
-        x_t = self._x(x_t, "x_t")
-        xp = self._x(xprev, "xprev", x_t)
-        t = self._t(t, x_t.shape[0])
-        w = self._work_dtype(x_t)
-        return self._xstart_from_xprev(x_t.astype(w), t, xp.astype(w), w).astype(x_t.dtype)
+        return self._convert(self._xstart_from_xprev, x_t, t, xprev, "xprev")
 
     def _xstart_from_xprev(self, x_t: Array, t: Array, xp: Array, w: np.dtype) -> Array:
         n = x_t.ndim
@@ -404,11 +402,7 @@ class GaussianDiffusion:
 
     def predict_xstart_from_v(self, x_t: Array, t: Array, v: Array) -> Array:
         r"""x̂₀ = √ᾱ·x_t − √(1 − ᾱ)·v."""
-        x_t = self._x(x_t, "x_t")
-        v = self._x(v, "v", x_t)
-        t = self._t(t, x_t.shape[0])
-        w = self._work_dtype(x_t)
-        return self._xstart_from_v(x_t.astype(w), t, v.astype(w), w).astype(x_t.dtype)
+        return self._convert(self._xstart_from_v, x_t, t, v, "v")
 
     def _xstart_from_v(self, x_t: Array, t: Array, v: Array, w: np.dtype) -> Array:
         s, n = self.schedule, x_t.ndim

@@ -37,6 +37,7 @@ __all__ = [
     "build_diffusion",
     "build_model",
     "load_for_sampling",
+    "model_denoiser",
     "train",
 ]
 
@@ -406,9 +407,15 @@ def load_for_sampling(path: str | os.PathLike, *, ema: bool = True):
         if src is None or src.shape != p.shape:
             raise ValueError(f"{path}: parameter {k!r} is missing or has the wrong shape")
         p[...] = src
+    return config, build_diffusion(config), model_denoiser(model)
+
+
+def model_denoiser(model):
+    """``denoiser(x_t, t)``: ``model.forward`` in the model's dtype, output in x_t's dtype
+    (the samplers' denoiser contract)."""
 
     def denoiser(x_t, t):
         out, _ = model.forward(np.asarray(x_t, dtype=model.dtype), t)
         return out.astype(np.asarray(x_t).dtype, copy=False)
 
-    return config, build_diffusion(config), denoiser
+    return denoiser
