@@ -411,11 +411,11 @@ def load_for_sampling(path: str | os.PathLike, *, ema: bool = True):
 
 
 def model_denoiser(model):
-    """``denoiser(x_t, t)``: ``model.forward`` in the model's dtype, output in x_t's dtype
-    (the samplers' denoiser contract)."""
+    """``denoiser(x_t, t)``: the model's inference pass (``model(x, t)``, no cache kept) in
+    the model's dtype, output in x_t's dtype (the samplers' denoiser contract)."""
 
     def denoiser(x_t, t):
-        out, _ = model.forward(np.asarray(x_t, dtype=model.dtype), t)
+        out = model(np.asarray(x_t, dtype=model.dtype), t)
         return out.astype(np.asarray(x_t).dtype, copy=False)
 
     return denoiser

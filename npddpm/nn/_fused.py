@@ -108,8 +108,30 @@ def kernels() -> SimpleNamespace:
                     else:
                         out[i, j] = v
 
+        @nb.njit(**opts)
+        def embed_silu(x, wx, c, inv, h, a):
+            """h = x wx + c[inv] (the input layer with the timestep part hoisted); a = h·σ(h).
+
+            x (N, D), wx (D, H), c (U, H) float32; inv (N,) int64 rows of c."""
+            n, d = x.shape
+            hid = wx.shape[1]
+            for i in range(n):
+                ci = inv[i]
+                for j in range(hid):
+                    h[i, j] = c[ci, j]
+                for k in range(d):
+                    xk = x[i, k]
+                    for j in range(hid):
+                        h[i, j] += xk * wx[k, j]
+                for j in range(hid):
+                    v = h[i, j]
+                    a[i, j] = v * sigmoid(v)
+
         return SimpleNamespace(
-            bias_silu=bias_silu, residual_silu=residual_silu, silu_grad=silu_grad
+            bias_silu=bias_silu,
+            residual_silu=residual_silu,
+            silu_grad=silu_grad,
+            embed_silu=embed_silu,
         )
 
     k = build()

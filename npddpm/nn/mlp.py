@@ -25,6 +25,7 @@ from ._parallel import ChunkRunner, available_cpus
 from .layers import timestep_embedding_forward
 
 MIN_CHUNK = 256  # rows per thread below which splitting the batch does not pay
+INFER_TILE = 256  # rows per tile of the inference pass (a tile's activations stay in L2)
 
 __all__ = ["MLP"]
 
@@ -40,6 +41,17 @@ def _np_bias_silu(h: np.ndarray, b: np.ndarray, a: np.ndarray) -> None:
 def _np_residual_silu(h: np.ndarray, r: np.ndarray, b: np.ndarray, a: np.ndarray) -> None:
     h += r
     _np_bias_silu(h, b, a)
+
+
+def _np_embed_silu(
+    x: np.ndarray, wx: np.ndarray, c: np.ndarray, inv: np.ndarray, h: np.ndarray, a: np.ndarray
+) -> None:
+    from scipy.special import expit
+
+    np.matmul(x, wx, out=h)
+    h += c[inv]
+    expit(h, out=a)
+    a *= h
 
 
 def _np_silu_grad(g: np.ndarray, h: np.ndarray, out: np.ndarray, accumulate: bool) -> None:
@@ -166,6 +178,7 @@ class MLP:
         self.seed = as_int(seed, "seed", minimum=0)
         self.params = self._init_params(np.random.default_rng(self.seed))
         self._pool: dict[int, list[_Workspace]] = {}
+        self._infer_ws: list[list[np.ndarray]] = []
         self._table = np.zeros((0, self.time_embed_dim), dtype=self.dtype)
 
     # ---------------------------------------------------------------- parameters
@@ -333,12 +346,79 @@ class MLP:
             np.matmul(ws.dh, p["in.w"][: self.dim].T, out=dx)
 
     def __call__(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Denoiser interface: the model output for ``x`` cast to the model's dtype."""
-        x = np.asarray(x)
-        out, cache = self.forward(x.astype(self.dtype, copy=False), t)
-        self._pool.setdefault(cache.n, []).append(cache.wss)
-        cache.wss = None
+        """Denoiser interface: :meth:`predict` of ``x`` cast to the model's dtype."""
+        return self.predict(np.asarray(x).astype(self.dtype, copy=False), t)
+
+    def predict(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        r"""Model output without a cache: the inference pass of the samplers.
+
+        The same function as :meth:`forward`, organised for speed: the timestep part of the
+        input layer is computed once per distinct timestep,
+
+        .. math:: [x, e(t)]\,W_{in} + b_{in}
+                  = x\,W_{in}^{(x)} + \bigl(e(t)\,W_{in}^{(e)} + b_{in}\bigr)
+
+        (a sampler's batch shares one ``t``, so this is one row), and the rows run in tiles of
+        ``INFER_TILE`` through all layers, so that a tile's activations stay in cache. The
+        result equals ``forward(x, t)[0]`` up to the rounding of the reordered sums (a few
+        ulp of the model's dtype; tested in float64 to 1e-12).
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, dim), the model's dtype
+        t : int ndarray, shape (N,)
+
+        Returns
+        -------
+        out : ndarray, shape (N, D_out)
+        """
+        check_input(x, "x", self.dtype, (self.dim,), "dim")
+        n = x.shape[0]
+        t = check_timesteps(t, n)
+        if np.all(t == t[0]):
+            tu, inv = t[:1], np.zeros(n, dtype=np.int64)
+        else:
+            tu, inv = np.unique(t, return_inverse=True)
+            inv = inv.astype(np.int64, copy=False)
+        p = self.params
+        c = self._embedding(tu) @ p["in.w"][self.dim :]
+        c += p["in.b"]
+        x = np.ascontiguousarray(x)
+        self._kernels()  # compile (once) here, not in the worker threads
+        bounds = self._chunks(n)
+        while len(self._infer_ws) < len(bounds) - 1:
+            self._infer_ws.append(
+                [np.empty((INFER_TILE, self.hidden), dtype=self.dtype) for _ in range(5)]
+            )
+        out = np.empty((n, self.out_dim), dtype=self.dtype)
+        jobs = [
+            (self._infer_ws[i], x[r0:r1], inv[r0:r1], c, out[r0:r1])
+            for i, (r0, r1) in enumerate(itertools.pairwise(bounds))
+        ]
+        self._run(self._predict_chunk, jobs)
         return out
+
+    def _predict_chunk(self, bufs: list[np.ndarray], x, inv, c, out) -> None:
+        bias_silu, residual_silu, _ = self._kernels()
+        embed_silu = _np_embed_silu
+        if self.fused:
+            from ._fused import kernels
+
+            embed_silu = kernels().embed_silu
+        p = self.params
+        wx = p["in.w"][: self.dim]
+        for r0 in range(0, x.shape[0], INFER_TILE):
+            r1 = min(r0 + INFER_TILE, x.shape[0])
+            h, r, a, u, au = (b[: r1 - r0] for b in bufs)
+            embed_silu(x[r0:r1], wx, c, inv[r0:r1], h, a)
+            for k in range(self.num_blocks):
+                np.matmul(a, p[f"block{k}.w1"], out=u)
+                bias_silu(u, p[f"block{k}.b1"], au)
+                np.matmul(au, p[f"block{k}.w2"], out=r)
+                residual_silu(r, h, p[f"block{k}.b2"], a)  # r becomes the residual stream
+                h, r = r, h
+            np.matmul(a, p["out.w"], out=out[r0:r1])
+        out += p["out.b"]
 
     def check_grads(self, grads: dict[str, np.ndarray]) -> None:
         """Raise a ``ValueError`` unless ``grads`` has exactly the keys and shapes of params."""

@@ -179,7 +179,35 @@ def test_mlp_buffers_are_owned_by_their_cache():
             np.testing.assert_array_equal(g[k], gr[k])
     with pytest.raises(ValueError, match="already used by backward"):
         m.backward(v, c1)
-    np.testing.assert_array_equal(m(x1, t), y1)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shared_t", [True, False])
+def test_mlp_predict_equals_forward(dtype, threads, shared_t):
+    # The inference pass regroups the input layer as x·W_x + (e(t)·W_e + b) and runs in
+    # tiles of INFER_TILE rows; it is the same function as forward(). 600 rows span three
+    # tiles (the last one partial) and, with threads=2, two chunks. Tolerance: in float64 the
+    # regrouped sums differ by a few ulp of the pre-activations (|h| ≲ 10) amplified through
+    # 2 blocks of 64-wide products: 1e-12 is ~5000 ulp, far below any wrong term (O(1e-2)).
+    # In float32 the same argument with ε = 6e-8 plus the fused σ's 3e-7 error gives 2e-5.
+    from npddpm.nn.mlp import INFER_TILE
+
+    rng = np.random.default_rng(3)
+    n = 2 * INFER_TILE + 88
+    m = MLP(3, hidden=64, num_blocks=2, learn_sigma=True, dtype=dtype, threads=threads)
+    x = rng.standard_normal((n, 3)).astype(dtype)
+    t = np.full(n, 417) if shared_t else rng.integers(0, 1000, n)
+    ref, _ = m.forward(x, t)
+    got = m.predict(x, t)
+    scale = np.max(np.abs(ref))
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    assert got.dtype == dtype and got.shape == (n, 6)
+    assert np.max(np.abs(got - ref)) <= tol * scale
+    np.testing.assert_array_equal(m(x, t), got)  # __call__ is predict
+    # a model whose timestep embedding is ignored would pass the shared-t case only; a
+    # different t must change the output
+    assert np.max(np.abs(m.predict(x, (t + 1) % 1000) - got)) > 1e-4 * scale
 
 
 def test_fused_sigmoid_accuracy():
