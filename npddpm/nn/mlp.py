@@ -334,11 +334,14 @@ class MLP:
             np.matmul(ws.au[k].T, ws.dh, out=grads[f"block{k}.w2"])
             np.sum(ws.dh, axis=0, out=grads[f"block{k}.b2"])
             np.matmul(ws.dh, p[f"block{k}.w2"].T, out=ws.g)
-            silu_grad(ws.g, ws.u[k], ws.g, False)
-            np.matmul(ws.a[k].T, ws.g, out=grads[f"block{k}.w1"])
-            np.sum(ws.g, axis=0, out=grads[f"block{k}.b1"])
+            # ws.au[k] is free now: the SiLU derivative goes there, not in place (an aliased
+            # output defeats LLVM's vectorisation of the kernel: 6x slower)
+            du = ws.au[k]
+            silu_grad(ws.g, ws.u[k], du, False)
+            np.matmul(ws.a[k].T, du, out=grads[f"block{k}.w1"])
+            np.sum(du, axis=0, out=grads[f"block{k}.b1"])
             # ws.u[k] is free now: reuse it for the product before the SiLU derivative.
-            np.matmul(ws.g, p[f"block{k}.w1"].T, out=ws.u[k])
+            np.matmul(du, p[f"block{k}.w1"].T, out=ws.u[k])
             silu_grad(ws.u[k], ws.h[k], ws.dh, True)
         np.matmul(ws.z.T, ws.dh, out=grads["in.w"])
         np.sum(ws.dh, axis=0, out=grads["in.b"])
