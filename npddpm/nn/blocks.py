@@ -16,6 +16,8 @@ from .conv import conv2d_backward, conv2d_forward, conv2d_nhwc_backward, conv2d_
 from .layers import (
     group_norm_backward,
     group_norm_forward,
+    group_norm_silu_backward,
+    group_norm_silu_forward,
     linear_backward,
     linear_forward,
     self_attention_backward,
@@ -41,6 +43,23 @@ def _uniform(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, dtyp
     # PyTorch's default for Linear/Conv2d weights and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     bound = 1.0 / np.sqrt(fan_in)
     return rng.uniform(-bound, bound, size=shape).astype(dtype)
+
+
+def _gn_silu(x, gamma, beta, groups, channels_last):
+    """SiLU(GN(x)): fused when channels-last (returns ``out, gn_cache, silu_cache``)."""
+    if channels_last:
+        out, c = group_norm_silu_forward(x, gamma, beta, groups)
+        return out, c, None
+    h, c_gn = group_norm_forward(x, gamma, beta, groups)
+    out, c_act = silu_forward(h)
+    return out, c_gn, c_act
+
+
+def _gn_silu_backward(dout, c_gn, c_act):
+    if c_act is None:
+        return group_norm_silu_backward(dout, c_gn)
+    dh, _ = silu_backward(dout, c_act)
+    return group_norm_backward(dh, c_gn)
 
 
 def res_block_params(
@@ -101,14 +120,12 @@ def res_block_forward(
     """
     cl = channels_last
     conv = conv2d_nhwc_forward if cl else conv2d_forward
-    h, c_gn1 = group_norm_forward(x, p["gn1.g"], p["gn1.b"], groups, channels_last=cl)
-    h, c_act1 = silu_forward(h)
+    h, c_gn1, c_act1 = _gn_silu(x, p["gn1.g"], p["gn1.b"], groups, cl)
     h, c_conv1 = conv(h, p["conv1.w"], p["conv1.b"], 1, 1)
     e, c_eact = silu_forward(emb)
     e, c_emb = linear_forward(e, p["emb.w"], p["emb.b"])
     h += e[:, None, None, :] if cl else e[:, :, None, None]
-    h, c_gn2 = group_norm_forward(h, p["gn2.g"], p["gn2.b"], groups, channels_last=cl)
-    h, c_act2 = silu_forward(h)
+    h, c_gn2, c_act2 = _gn_silu(h, p["gn2.g"], p["gn2.b"], groups, cl)
     h, c_conv2 = conv(h, p["conv2.w"], p["conv2.b"], 1, 1)
     if "skip.w" in p:
         s, c_skip = conv(x, p["skip.w"], p["skip.b"])
@@ -136,16 +153,14 @@ def res_block_backward(
         dx = dout.copy()
     dh, g = conv2d_backward_(dout, c_conv2)
     grads["conv2.w"], grads["conv2.b"] = g["w"], g["b"]
-    dh, _ = silu_backward(dh, c_act2)
-    dh, g = group_norm_backward(dh, c_gn2)
+    dh, g = _gn_silu_backward(dh, c_gn2, c_act2)
     grads["gn2.g"], grads["gn2.b"] = g["g"], g["b"]
     de, g = linear_backward(dh.sum(axis=(1, 2) if cl else (2, 3)), c_emb)
     grads["emb.w"], grads["emb.b"] = g["w"], g["b"]
     demb, _ = silu_backward(de, c_eact)
     dh, g = conv2d_backward_(dh, c_conv1)
     grads["conv1.w"], grads["conv1.b"] = g["w"], g["b"]
-    dh, _ = silu_backward(dh, c_act1)
-    dh, g = group_norm_backward(dh, c_gn1)
+    dh, g = _gn_silu_backward(dh, c_gn1, c_act1)
     grads["gn1.g"], grads["gn1.b"] = g["g"], g["b"]
     dx += dh
     return (dx, demb), grads

@@ -40,12 +40,18 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int) -> np.ndarray:
+def im2col(
+    x: np.ndarray, kh: int, kw: int, stride: int, padding: int, *, fused: bool = False
+) -> np.ndarray:
     """Gather convolution windows of a channels-last batch.
 
     Parameters
     ----------
     x : ndarray, shape (N, H, W, C)
+
+    fused : bool, default False
+        Use the one-pass Numba kernel (:mod:`npddpm.nn._conv_kernels`, bitwise the same
+        result; what the convolution layers use). The default is this NumPy code.
 
     Returns
     -------
@@ -57,6 +63,12 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int) -> np.nda
     n, h, w, c = x.shape
     ho = conv_output_size(h, kh, stride, padding)
     wo = conv_output_size(w, kw, stride, padding)
+    if fused:
+        from ._conv_kernels import kernels
+
+        cols2 = np.empty((n * ho * wo, kh * kw * c), dtype=x.dtype)
+        kernels().im2col(np.ascontiguousarray(x), kh, kw, stride, padding, ho, wo, cols2)
+        return cols2
     if padding:
         xp = np.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=x.dtype)
         xp[:, padding : padding + h, padding : padding + w] = x
@@ -78,6 +90,8 @@ def col2im(
     kw: int,
     stride: int,
     padding: int,
+    *,
+    fused: bool = False,
 ) -> np.ndarray:
     """Adjoint of :func:`im2col`: scatter-add window gradients back to the input.
 
@@ -86,6 +100,8 @@ def col2im(
     dcols : ndarray, shape (N·H_o·W_o, k_h·k_w·C)
     shape : (N, H, W, C)
         Shape of the input of :func:`im2col`.
+    fused : bool, default False
+        Use the one-pass Numba kernel (bitwise the same result).
 
     Returns
     -------
@@ -94,6 +110,12 @@ def col2im(
     n, h, w, c = shape
     ho = conv_output_size(h, kh, stride, padding)
     wo = conv_output_size(w, kw, stride, padding)
+    if fused:
+        from ._conv_kernels import kernels
+
+        dx = np.empty(shape, dtype=dcols.dtype)
+        kernels().col2im(np.ascontiguousarray(dcols), kh, kw, stride, padding, ho, wo, dx)
+        return dx
     d6 = dcols.reshape(n, ho, wo, kh, kw, c)
     dxp = np.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=dcols.dtype)
     for a in range(kh):
@@ -135,7 +157,7 @@ def conv2d_nhwc_forward(
     if kh == kw == 1 and stride == 1 and padding == 0:
         cols = x.reshape(n * h * wd, c)
     else:
-        cols = im2col(x, kh, kw, stride, padding)
+        cols = im2col(x, kh, kw, stride, padding, fused=True)
     wmat = w.transpose(0, 2, 3, 1).reshape(f, kh * kw * c)  # (a, b, c) order, as cols
     out = cols @ wmat.T
     out += b
@@ -160,12 +182,31 @@ def conv2d_nhwc_backward(
     g = dout.reshape(-1, f)
     dw = (g.T @ cols).reshape(f, kh, kw, c).transpose(0, 3, 1, 2)
     db = g.sum(axis=0)
-    dcols = g @ wmat
     if kh == kw == 1 and stride == 1 and padding == 0:
-        dx = dcols.reshape(xshape)
+        dx = (g @ wmat).reshape(xshape)
+    elif stride == 1 and kh == kw and padding < kh:
+        # The input gradient of a stride-1 convolution is the convolution of the output
+        # gradient, padded by k − 1 − p, with the flipped, transposed filters:
+        #   dx[u, v, c] = Σ_{a', b', f} w[f, c, k−1−a', k−1−b'] · g_pad[u + a', v + b', f]
+        # An im2col of G (N·H·W × k²·F) is gathered and multiplied, instead of the
+        # (N·H_o·W_o × k²·C) matrix G Wᵀ being scattered back by col2im: less memory
+        # traffic whenever F ≤ C, and a product with the longer inner dimension k²·F.
+        n, h, wd, _ = xshape
+        g4 = g.reshape(n, h + 2 * padding - kh + 1, wd + 2 * padding - kw + 1, f)
+        gcols = im2col(g4, kh, kw, 1, kh - 1 - padding, fused=True)
+        wflip = w_flipped(wmat, f, c, kh, kw)
+        dx = (gcols @ wflip).reshape(xshape)
     else:
-        dx = col2im(dcols, xshape, kh, kw, stride, padding)
+        dx = col2im(g @ wmat, xshape, kh, kw, stride, padding, fused=True)
     return dx, {"w": np.ascontiguousarray(dw), "b": db}
+
+
+def w_flipped(wmat: np.ndarray, f: int, c: int, kh: int, kw: int) -> np.ndarray:
+    """The filters rotated by 180° and transposed, as a ``(k_h·k_w·F, C)`` matrix whose rows
+    follow im2col's ``(a', b', f)`` order: row ``(a', b', f)`` is ``w[f, :, k_h−1−a', k_w−1−b']``.
+    ``wmat`` is the forward's ``(F, k_h·k_w·C)`` matrix in ``(a, b, c)`` order."""
+    w4 = wmat.reshape(f, kh, kw, c)[:, ::-1, ::-1, :]
+    return np.ascontiguousarray(w4.transpose(1, 2, 0, 3)).reshape(kh * kw * f, c)
 
 
 def conv2d_forward(

@@ -27,6 +27,8 @@ __all__ = [
     "gelu_forward",
     "group_norm_backward",
     "group_norm_forward",
+    "group_norm_silu_backward",
+    "group_norm_silu_forward",
     "linear_backward",
     "linear_forward",
     "self_attention_backward",
@@ -290,6 +292,61 @@ def group_norm_backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dic
         g - g.mean(axis=axes, keepdims=True) - xg * np.mean(g * xg, axis=axes, keepdims=True)
     )
     return dx.reshape(xhat.shape), {"g": dgamma, "b": dbeta}
+
+
+def group_norm_silu_forward(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, groups: int, eps: float = 1e-5
+) -> tuple[np.ndarray, Cache]:
+    r"""Group norm followed by SiLU, fused, for channels-last input (the U-Net's layout).
+
+    The same function as ``silu_forward(group_norm_forward(x, …, channels_last=True))``:
+
+    .. math:: y = z\,\sigma(z), \qquad z = \gamma_c\,\hat x + eta_c
+
+    computed in one Numba kernel per direction (:mod:`npddpm.nn._gn_kernels`, where the
+    backward equations are written out), keeping only :math:`\hat x` and the group
+    reciprocal standard deviations for the backward pass.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, ..., C)
+    gamma, beta : ndarray, shape (C,)
+    groups : int
+        Must divide ``C``.
+
+    Returns
+    -------
+    out : ndarray, shape of ``x``
+    cache : tuple
+    """
+    from ._gn_kernels import kernels
+
+    n, c = x.shape[0], x.shape[-1]
+    if c % groups:
+        raise ValueError(f"groups={groups} must divide the channel count {c}")
+    x3 = np.ascontiguousarray(x).reshape(n, -1, c)
+    xhat = np.empty_like(x3)
+    out = np.empty_like(x3)
+    rstd = np.empty((n, groups), dtype=np.float64)
+    kernels().forward(x3, gamma, beta, groups, float(eps), xhat, rstd, out)
+    return out.reshape(x.shape), (xhat, rstd, gamma, beta, groups, x.shape)
+
+
+def group_norm_silu_backward(
+    dout: np.ndarray, cache: Cache
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Backward of :func:`group_norm_silu_forward`: ``dx`` and ``{"g": dγ, "b": dβ}``."""
+    from ._gn_kernels import kernels
+
+    xhat, rstd, gamma, beta, groups, shape = cache
+    c = shape[-1]
+    d3 = np.ascontiguousarray(dout).reshape(xhat.shape)
+    dx = np.empty_like(xhat)
+    dgamma = np.zeros(c, dtype=np.float64)
+    dbeta = np.zeros(c, dtype=np.float64)
+    kernels().backward(d3, xhat, rstd, gamma, beta, groups, dx, dgamma, dbeta)
+    dt = xhat.dtype
+    return dx.reshape(shape), {"g": dgamma.astype(dt), "b": dbeta.astype(dt)}
 
 
 def _group_sums(a: np.ndarray, groups: int) -> np.ndarray:

@@ -36,8 +36,8 @@ from .conv import conv2d_nhwc_backward, conv2d_nhwc_forward
 from .layers import (
     avg_pool_backward,
     avg_pool_forward,
-    group_norm_backward,
-    group_norm_forward,
+    group_norm_silu_backward,
+    group_norm_silu_forward,
     linear_backward,
     linear_forward,
     silu_backward,
@@ -95,6 +95,12 @@ class UNet:
         ``threads`` chunks, each run by its own Python thread with a single-threaded BLAS,
         and the chunks' gradients are summed (see :class:`npddpm.nn.MLP`). ``None`` uses
         every CPU this process may run on.
+    retain_memory : bool, default True
+        On glibc, set ``mallopt`` once per process so that freed activation memory is reused
+        from step to step instead of being returned to the kernel and page-faulted in
+        again (a quarter of a training step otherwise; see :mod:`npddpm.nn._malloc`).
+        Process-wide: the process keeps up to 512 MiB of freed memory. ``False`` leaves
+        the allocator alone.
 
     Attributes
     ----------
@@ -120,6 +126,7 @@ class UNet:
         seed: int = 0,
         dtype: Any = np.float32,
         threads: int | None = None,
+        retain_memory: bool = True,
     ) -> None:
         self.channels = as_int(channels, "channels", minimum=1)
         self.base_channels = as_int(base_channels, "base_channels", minimum=1)
@@ -152,6 +159,11 @@ class UNet:
             available_cpus() if threads is None else threads, "threads", minimum=1
         )
         self._runner = ChunkRunner(self.threads, MIN_CHUNK)
+        self.retain_memory = bool(retain_memory)
+        if self.retain_memory:
+            from ._malloc import retain_freed_memory
+
+            retain_freed_memory()
 
     @property
     def downsample_factor(self) -> int:
@@ -289,10 +301,8 @@ class UNet:
             h = np.concatenate([h, skips[i]], axis=-1)
             for j in range(self.num_res_blocks):
                 h = res(f"up{i}.{j}", h)
-        h, c = group_norm_forward(h, p["out.gn.g"], p["out.gn.b"], g, channels_last=True)
-        ops.append(("gn", "out.gn", c))
-        h, c = silu_forward(h)
-        ops.append(("silu", None, c))
+        h, c = group_norm_silu_forward(h, p["out.gn.g"], p["out.gn.b"], g)
+        ops.append(("gnsilu", "out.gn", c))
         out, c = conv2d_nhwc_forward(h, p["out.conv.w"], p["out.conv.b"], 1, 1)
         ops.append(("conv", "out.conv", c))
         out = np.ascontiguousarray(out.transpose(0, 3, 1, 2))
@@ -345,11 +355,9 @@ class UNet:
             elif kind == "attn":
                 dh, gr = attention_block_backward(dh, c)
                 grads.update({f"{key}.{k}": v for k, v in gr.items()})
-            elif kind == "gn":
-                dh, gr = group_norm_backward(dh, c)
+            elif kind == "gnsilu":
+                dh, gr = group_norm_silu_backward(dh, c)
                 grads[f"{key}.g"], grads[f"{key}.b"] = gr["g"], gr["b"]
-            elif kind == "silu":
-                dh, _ = silu_backward(dh, c)
             elif kind == "pool":
                 dh, _ = avg_pool_backward(dh, c)
             elif kind == "up":

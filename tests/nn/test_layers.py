@@ -143,6 +143,67 @@ def test_group_norm(channels_last, n, groups, per, hw, seed):
     )
 
 
+@settings(max_examples=30)
+@given(
+    n=st.integers(1, 2),
+    groups=st.integers(1, 3),
+    per=st.integers(1, 3),
+    hw=st.integers(1, 3),
+    seed=seeds,
+)
+def test_group_norm_silu_gradients(n, groups, per, hw, seed):
+    # The fused kernel in float64 (exact logistic) against centred differences, as every
+    # other layer; groups of >= 3 elements for the reason given in test_group_norm.
+    rng = np.random.default_rng(seed)
+    c = groups * per
+    a = {
+        "x": rng.standard_normal((n, hw, hw + 2, c)),
+        "g": rng.standard_normal(c),
+        "b": rng.standard_normal(c),
+    }
+
+    def fwd(x, g, b):
+        return layers.group_norm_silu_forward(x, g, b, groups)
+
+    check_pair(
+        fwd,
+        layers.group_norm_silu_backward,
+        a,
+        rng,
+        input_names=["x"],
+        param_names={"g": "g", "b": "b"},
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_group_norm_silu_equals_the_composition(dtype):
+    # Same function as silu(group_norm(x)) computed by the NumPy layers, forward and
+    # backward. float64: the statistics are summed in a different order (float64 both), so
+    # ~1e-15 relative; 1e-12 is a wide margin that still catches any wrong term (O(1e-2)).
+    # float32: the fused kernel sums in float64 and uses a rational logistic (3e-7 absolute),
+    # the NumPy layers sum pairwise in float32 over 8·8·8 = 512 elements (~1e-6 relative) and
+    # the backward's mean subtractions amplify that by ~10: 1e-4 of the scale.
+    rng = np.random.default_rng(7)
+    x = (3 * rng.standard_normal((4, 8, 8, 16)) + 1).astype(dtype)
+    g = rng.standard_normal(16).astype(dtype)
+    b = rng.standard_normal(16).astype(dtype)
+    h, c_gn = layers.group_norm_forward(x, g, b, 2, channels_last=True)
+    ref, c_act = layers.silu_forward(h)
+    out, cache = layers.group_norm_silu_forward(x, g, b, 2)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out, ref, atol=tol * np.abs(ref).max(), rtol=0)
+    v = rng.standard_normal(x.shape).astype(dtype)
+    dref, gref = layers.group_norm_backward(layers.silu_backward(v, c_act)[0], c_gn)
+    dx, grads = layers.group_norm_silu_backward(v, cache)
+    assert dx.dtype == dtype and grads["g"].dtype == dtype
+    np.testing.assert_allclose(dx, dref, atol=tol * np.abs(dref).max(), rtol=0)
+    for k in ("g", "b"):
+        np.testing.assert_allclose(grads[k], gref[k], atol=tol * np.abs(gref[k]).max(), rtol=0)
+    with pytest.raises(ValueError, match="must divide"):
+        layers.group_norm_silu_forward(x, g, b, 3)
+
+
 def test_group_norm_statistics():
     # Each (sample, group) is standardised: mean 0, biased variance var/(var+eps).
     rng = np.random.default_rng(0)
@@ -323,6 +384,24 @@ def test_conv2d_matches_naive_loops(case):
     # Both sum the same few products in float64; 1e-12 covers the different summation order.
     np.testing.assert_allclose(
         y, naive_conv2d(x, w, b, case["stride"], case["padding"]), rtol=1e-12, atol=1e-12
+    )
+
+
+@settings(max_examples=60)
+@given(case=conv_cases, dtype=st.sampled_from([np.float32, np.float64]))
+def test_fused_im2col_col2im_are_bitwise_the_numpy_ones(case, dtype):
+    # The Numba kernels the convolution layers use copy the same values (im2col) and add the
+    # same terms in the same order (col2im's reverse-order scatter), so equality is exact;
+    # the NumPy functions are checked against loops above and by the gradient checks below.
+    rng = np.random.default_rng(case["seed"])
+    k, s, p = case["k"], case["stride"], case["padding"]
+    side = k + case["extra"]
+    x = rng.standard_normal((case["n"], side, side + 1, case["c"])).astype(dtype)
+    cols = conv.im2col(x, k, k, s, p)
+    np.testing.assert_array_equal(conv.im2col(x, k, k, s, p, fused=True), cols)
+    d = rng.standard_normal(cols.shape).astype(dtype)
+    np.testing.assert_array_equal(
+        conv.col2im(d, x.shape, k, k, s, p, fused=True), conv.col2im(d, x.shape, k, k, s, p)
     )
 
 
