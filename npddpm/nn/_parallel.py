@@ -44,14 +44,9 @@ class ChunkRunner:
     def run(self, fn: Callable[..., Any], jobs: Sequence[tuple]) -> list[Any]:
         """``[fn(*job) for job in jobs]``, the jobs side by side when there are several.
 
-        A single job of a multi-threaded runner (a batch too small to split) also runs with
-        one BLAS thread: BLAS threads do not pay on products that small, and their spinning
-        costs most when other processes share the cores."""
+        A single job (a batch too small to split) runs with BLAS's own threads."""
         if len(jobs) == 1:
-            if self.threads == 1:
-                return [fn(*jobs[0])]
-            with single_threaded_blas():
-                return [fn(*jobs[0])]
+            return [fn(*jobs[0])]
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="npddpm")
         with single_threaded_blas():

@@ -186,15 +186,17 @@ def test_mlp_buffers_are_owned_by_their_cache():
 @pytest.mark.parametrize("shared_t", [True, False])
 def test_mlp_predict_equals_forward(dtype, threads, shared_t):
     # The inference pass regroups the input layer as x·W_x + (e(t)·W_e + b) and runs in
-    # tiles of INFER_TILE rows; it is the same function as forward(). 600 rows span three
-    # tiles (the last one partial) and, with threads=2, two chunks. Tolerance: in float64 the
+    # tiles of INFER_TILE rows; it is the same function as forward(). 2·MIN_CHUNK + 88 rows
+    # make, with threads=2, two chunks, each ending in a partial tile. Tolerance: in float64 the
     # regrouped sums differ by a few ulp of the pre-activations (|h| ≲ 10) amplified through
     # 2 blocks of 64-wide products: 1e-12 is ~5000 ulp, far below any wrong term (O(1e-2)).
     # In float32 the same argument with ε = 6e-8 plus the fused σ's 3e-7 error gives 2e-5.
-    from npddpm.nn.mlp import INFER_TILE
+    from npddpm.nn.mlp import INFER_TILE, MIN_CHUNK
 
     rng = np.random.default_rng(3)
-    n = 2 * INFER_TILE + 88
+    n = 2 * MIN_CHUNK + 88
+    assert (n // 2) % INFER_TILE and n // 2 > INFER_TILE
+    assert len(m_bounds := MLP(3, threads=threads)._chunks(n)) == threads + 1, m_bounds
     m = MLP(3, hidden=64, num_blocks=2, learn_sigma=True, dtype=dtype, threads=threads)
     x = rng.standard_normal((n, 3)).astype(dtype)
     t = np.full(n, 417) if shared_t else rng.integers(0, 1000, n)
@@ -279,11 +281,13 @@ def test_unet_side_errors():
 
 
 def test_mlp_data_parallel_chunks_vjp():
-    # threads=3 with 3·256 + 5 rows: three chunks run in worker threads and their parameter
-    # gradients are summed; the VJP check covers the split and the sum.
+    # threads=3 with 3·MIN_CHUNK + 5 rows: three chunks run in worker threads and their
+    # parameter gradients are summed; the VJP check covers the split and the sum.
+    from npddpm.nn.mlp import MIN_CHUNK
+
     rng = np.random.default_rng(7)
     m = MLP(2, hidden=4, num_blocks=1, time_embed_dim=4, dtype=np.float64, threads=3)
-    n = 3 * 256 + 5
+    n = 3 * MIN_CHUNK + 5
     assert len(m._chunks(n)) - 1 == 3
     x = rng.standard_normal((n, 2))
     check_model_vjp(m, x, rng.integers(0, 1000, n), rng)

@@ -43,7 +43,7 @@ def compare(model, tmodel, x, t, rng, dtype):
     "cfg, n",
     [
         (dict(dim=2, hidden=32, num_blocks=2, threads=1), 64),
-        (dict(dim=2, hidden=32, num_blocks=2, threads=2), 600),  # two data-parallel chunks
+        (dict(dim=2, hidden=32, num_blocks=2, threads=2), 2100),  # two data-parallel chunks
         (dict(dim=5, hidden=7, num_blocks=0, learn_sigma=True, time_embed_dim=9), 64),
     ],
 )
