@@ -150,7 +150,7 @@ def res_block_backward(
         dx, g = conv2d_backward_(dout, c_skip)
         grads["skip.w"], grads["skip.b"] = g["w"], g["b"]
     else:
-        dx = dout.copy()
+        dx = None  # the identity skip: dout is added at the end (no copy)
     dh, g = conv2d_backward_(dout, c_conv2)
     grads["conv2.w"], grads["conv2.b"] = g["w"], g["b"]
     dh, g = _gn_silu_backward(dh, c_gn2, c_act2)
@@ -162,7 +162,10 @@ def res_block_backward(
     grads["conv1.w"], grads["conv1.b"] = g["w"], g["b"]
     dh, g = _gn_silu_backward(dh, c_gn1, c_act1)
     grads["gn1.g"], grads["gn1.b"] = g["g"], g["b"]
-    dx += dh
+    if dx is None:
+        dx = dout + dh
+    else:
+        dx += dh
     return (dx, demb), grads
 
 

@@ -165,8 +165,8 @@ def conv2d_nhwc_forward(
 
 
 def conv2d_nhwc_backward(
-    dout: np.ndarray, cache: Cache
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    dout: np.ndarray, cache: Cache, *, need_dx: bool = True
+) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
     r"""Backward of :func:`conv2d_nhwc_forward`.
 
     With ``X`` the im2col matrix and ``G`` the output gradient as an ``(N·H_o·W_o, F)``
@@ -175,14 +175,17 @@ def conv2d_nhwc_backward(
     .. math:: \partial W = G^\top X, \quad \partial b = \textstyle\sum_{rows} G, \quad
               \partial x = \operatorname{col2im}(G\,W)
 
-    Returns ``dx`` (N, H, W, C) and ``{"w": dW (F, C, k_h, k_w), "b": db}``.
+    Returns ``dx`` (N, H, W, C; ``None`` when not ``need_dx``, e.g. for a first layer) and
+    ``{"w": dW (F, C, k_h, k_w), "b": db}``.
     """
     cols, xshape, wmat, wshape, stride, padding = cache
     f, c, kh, kw = wshape
     g = dout.reshape(-1, f)
     dw = (g.T @ cols).reshape(f, kh, kw, c).transpose(0, 3, 1, 2)
     db = g.sum(axis=0)
-    if kh == kw == 1 and stride == 1 and padding == 0:
+    if not need_dx:
+        dx = None
+    elif kh == kw == 1 and stride == 1 and padding == 0:
         dx = (g @ wmat).reshape(xshape)
     elif stride == 1 and kh == kw and padding < kh:
         # The input gradient of a stride-1 convolution is the convolution of the output

@@ -346,7 +346,8 @@ class UNet:
         dh = np.ascontiguousarray(dout.transpose(0, 2, 3, 1))
         for kind, key, c in reversed(ops):
             if kind == "conv":
-                dh, gr = conv2d_nhwc_backward(dh, c)
+                first = key == "conv_in"
+                dh, gr = conv2d_nhwc_backward(dh, c, need_dx=input_grad or not first)
                 grads[f"{key}.w"], grads[f"{key}.b"] = gr["w"], gr["b"]
             elif kind == "res":
                 (dh, de), gr = res_block_backward(dh, c)
