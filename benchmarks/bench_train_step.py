@@ -219,6 +219,7 @@ def main() -> None:
         else:
             row["side"] = cfg["side"]
         row.update({"npddpm_ms": 1e3 * np_s, "torch_ms": 1e3 * th_s, "speedup": th_s / np_s})
+        row["rounds_ms"] = {k: [round(1e3 * v, 3) for v in vs] for k, vs in times.items()}
         row["load"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         rows.append(row)
         print(json.dumps(row), flush=True)
