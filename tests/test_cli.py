@@ -136,7 +136,7 @@ def test_nll_and_grid_sampling(tmp_path, capsys):
     # a dataset without grey levels: one line, exit 1
     two = tmp_path / "two"
     args = ["train", "--dataset", "8gaussians", "--steps", "3", "--timesteps", "40"]
-    assert main(args + ["--hidden", "8", "--out", str(two), "--quiet"]) == 0
+    assert main([*args, "--hidden", "8", "--out", str(two), "--quiet"]) == 0
     assert main(["nll", str(two / "checkpoint.npz"), "--n", "5"]) == 0
     assert "nats" in capsys.readouterr().out
     assert main(["nll", str(two / "checkpoint.npz"), "--grid"]) != 0
