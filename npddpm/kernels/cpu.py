@@ -296,8 +296,27 @@ def scratch(dtype) -> np.ndarray:
 NARROW = 64
 
 
+#: Below this many elements the kernels run on the calling thread only: a parallel region
+#: costs more than it saves there, and its idle worker threads spin against a denoiser's
+#: own threads (a 10,000 × 2 sampling step cost its MLP ~8 ms per step).
+SERIAL_BELOW = 100_000
+
+
 def run(name, arrays, coefs, extra, noise, seed, stream, out):
     """Backend entry point (see :mod:`.dispatch`): ``(B, D)`` arrays, noise or a seed."""
+    if arrays[0].size < SERIAL_BELOW:
+        import numba
+
+        previous = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            return _run(name, arrays, coefs, extra, noise, seed, stream, out)
+        finally:
+            numba.set_num_threads(previous)
+    return _run(name, arrays, coefs, extra, noise, seed, stream, out)
+
+
+def _run(name, arrays, coefs, extra, noise, seed, stream, out):
     x = arrays[0]
     res = np.empty(x.shape, x.dtype) if out is None else out
     if noise is None and x.shape[1] < NARROW:

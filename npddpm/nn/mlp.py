@@ -368,7 +368,8 @@ class MLP:
         (a sampler's batch shares one ``t``, so this is one row), and the rows run in tiles of
         ``INFER_TILE`` through all layers, so that a tile's activations stay in cache. The
         result equals ``forward(x, t)[0]`` up to the rounding of the reordered sums (a few
-        ulp of the model's dtype; tested in float64 to 1e-12).
+        ulp of the model's dtype; tested in float64 to 1e-12). Its tile buffers belong to the
+        model: call it from one thread at a time (the model's own threads are internal).
 
         Parameters
         ----------
