@@ -1,8 +1,8 @@
 """Sampling benchmark: DDPM ancestral sampling of 2-D points with an MLP denoiser.
 
-npddpm (hand-written float32 MLP forward + the fused ``cpu`` DDPM-step kernel with in-kernel
-noise) against the same MLP in PyTorch stepped by diffusers' ``DDPMScheduler`` (the issue's
-reference pipeline). Each side runs in its own subprocess (never two BLAS thread pools in one
+npddpm (the float32 MLP's cache-free inference pass, ``MLP.predict``, + the fused ``cpu``
+DDPM-step kernel with in-kernel noise) against the same MLP in PyTorch stepped by diffusers'
+``DDPMScheduler``. Each side runs in its own subprocess (never two BLAS thread pools in one
 process), the two alternate for ``--rounds`` rounds, and the ratio of the medians is printed.
 Timing covers ``--steps`` reverse steps (per-step time is what is compared; a full run is
 1000 steps).
