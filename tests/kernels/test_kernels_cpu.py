@@ -16,6 +16,17 @@ DTYPES = [np.float32, np.float64]
 SHAPES = [(1, 1), (3, 7), (5, 2, 3), (16, 33)]  # row lengths not multiples of 4 on purpose
 
 
+@pytest.fixture(params=["parallel", "serial"])
+def path(request, monkeypatch):
+    """Both code paths of ``cpu.run``: the test arrays are small, so by default they take the
+    serial path (below ``SERIAL_BELOW`` elements); "parallel" lowers the threshold to 0."""
+    from npddpm.kernels import cpu
+
+    if request.param == "parallel":
+        monkeypatch.setattr(cpu, "SERIAL_BELOW", 0)
+    return request.param
+
+
 def _inputs(shape, dtype, seed=0):
     g = np.random.default_rng(seed)
     x = g.standard_normal(shape).astype(dtype) * 1.5
@@ -119,7 +130,7 @@ def test_float32_coefficients_are_cast_then_computed():
     [("q_sample", False), ("ddpm_step", False), ("ddpm_step", True), ("ddim_step", False),
      ("ddim_step", True)],
 )  # fmt: skip
-def test_cpu_equals_numpy_bitwise_with_noise_given(kernel, dtype, clip):
+def test_cpu_equals_numpy_bitwise_with_noise_given(kernel, dtype, clip, path):
     kw = {} if kernel == "q_sample" else {"clip": clip}
     for shape in SHAPES:
         x, e, z, t = _inputs(shape, dtype)
@@ -131,7 +142,7 @@ def test_cpu_equals_numpy_bitwise_with_noise_given(kernel, dtype, clip):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_cpu_in_kernel_noise(kernel, dtype):
+def test_cpu_in_kernel_noise(kernel, dtype, path):
     """In-kernel noise: bitwise equal to the spec with the same seed (the CPU generator is the
     reference's own source), and to the spec fed with the CPU's normals."""
     kw = {} if kernel == "q_sample" else {"clip": True}
@@ -144,7 +155,7 @@ def test_cpu_in_kernel_noise(kernel, dtype):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_cpu_independent_of_thread_count(kernel):
+def test_cpu_independent_of_thread_count(kernel, path):
     x, e, z, t = _inputs((37, 29), np.float32)
     results = []
     before = numba.get_num_threads()
@@ -196,3 +207,15 @@ def test_cpu_random_words_bitwise():
     words = np.empty(1003, np.uint32)
     cpu.random_words(1003, *rng.kernel_words(8, 2**40 + 1), words)
     np.testing.assert_array_equal(words, rng.random_words(8, 2**40 + 1, np.arange(1003)))
+
+
+def test_small_arrays_restore_the_thread_count():
+    # The serial path sets numba's (thread-local) thread count to 1 around the kernel call
+    # and must restore it, also when the call raises.
+    x, e, _, t = _inputs((4, 6), np.float32)
+    before = numba.get_num_threads()
+    _call("ddpm_step", x, e, t, seed=1, backend="cpu")
+    assert numba.get_num_threads() == before
+    with pytest.raises((ValueError, TypeError)):
+        _call("ddpm_step", x, e[:, :3], t, seed=1, backend="cpu")
+    assert numba.get_num_threads() == before
