@@ -29,7 +29,7 @@ Cholesky factor of Σ_k and triangular solves.
 
 For single-Gaussian data every sampler step with this oracle is affine in x_t and the noise,
 so :func:`sampler_moments` propagates the exact mean and covariance of the sampler's output
-(see ``reference/IMPLEMENTATIONS.md`` C6).
+(:func:`sampler_affine_steps` writes each step out).
 """
 
 from __future__ import annotations
@@ -617,7 +617,7 @@ def sampler_moments(
     Starting from x_T ~ N(0, I) (``start="normal"``, what samplers draw) or from the exact
     q(x_T) = N(√ᾱ_T μ, ᾱ_T Σ + (1 − ᾱ_T) I) (``start="marginal"``), the recursion
     ``m ← A m + B``, ``p ← A² p + v`` runs per eigen-coordinate through the steps of
-    :func:`sampler_affine_steps` (IMPLEMENTATIONS.md C6); the result is rotated back,
+    :func:`sampler_affine_steps`; the result is rotated back,
     ``cov = U diag(p) Uᵀ``. Valid for ``clip_denoised=False``, any schedule, any respacing,
     DDPM with every ``var_type`` (learned ones: diagonal data) and ``variance="exact"``, and
     DDIM with any η. With ``variance="exact"`` and ``start="marginal"`` the output is the

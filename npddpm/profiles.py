@@ -1,9 +1,8 @@
 """Implementation profiles: every place where public DDPM implementations disagree,
 as a named option, and the bundles of choices each implementation makes.
 
-Sources are cited as ``file:line`` of the snapshots listed in
-``reference/IMPLEMENTATIONS.md`` §0 (improved-diffusion ``1bc7bbbd``, TF DDPM ``1e0dceb3``,
-diffusers ``58eb52c0``, lucidrains ``faed4db2``).
+Sources are cited as ``file:line`` of these upstream snapshots: improved-diffusion
+``1bc7bbbd``, TF DDPM ``1e0dceb3``, diffusers ``58eb52c0``, lucidrains ``faed4db2``.
 
 =====================  ==================================================================
 option                 values (first = improved-diffusion)

@@ -98,8 +98,8 @@ def diffusers_timesteps(
     ``leading``:  ``arange(N)·(T // N)`` reversed, ``+ steps_offset``.
     ``trailing``: ``round(arange(T, 0, −T/N)) − 1``.
 
-    Known quirks reproduced on purpose (each a documented divergence, see
-    ``reference/IMPLEMENTATIONS.md`` B.7):
+    Known quirks reproduced on purpose (each checked against diffusers itself in the tests;
+    see ``docs/FINDINGS.md``):
 
     * ``trailing`` returns **N + 1** entries ending in **−1** when ``arange`` with a float step
       overshoots (e.g. T = 1000, N = 61 or 103); indexing ᾱ with −1 silently reads ᾱ_{T−1}.

@@ -1,6 +1,6 @@
 """GaussianDiffusion: the forward process, posterior and reverse steps against closed forms,
 numerical Bayes' rule, independent transcriptions of the papers' equations, and properties
-over the public strategies (reference/IMPLEMENTATIONS.md C2–C3)."""
+over the public strategies."""
 
 import numpy as np
 import pytest
@@ -154,7 +154,7 @@ def test_posterior_mean_at_t0_is_x0():
     d = GaussianDiffusion(LIN)
     t = np.zeros(6, dtype=np.int64)
     mean, var, logvar = d.q_posterior_mean_variance(x0, d.q_sample(x0, t, eps), t)
-    # coef1[0] = 1 + 1.1e-13 in float64 (1 − (1 − β₀) ≠ β₀; IMPLEMENTATIONS.md B.2)
+    # coef1[0] = 1 + 1.1e-13 in float64 (1 − (1 − β₀) ≠ β₀ in floating point)
     assert np.allclose(mean, x0, rtol=2e-13) and np.all(var == 0)
     assert np.all(logvar == LIN.posterior_log_variance_clipped[1])
 

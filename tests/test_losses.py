@@ -87,7 +87,7 @@ def test_discretized_probabilities_sum_to_one(cdf, mu, log_scale):
 def test_tanh_cdf_error_is_the_published_1_8e4():
     z = np.linspace(-6, 6, 200001)
     err = np.max(np.abs(approx_standard_normal_cdf(z) - stats.norm.cdf(z)))
-    assert 1.7e-4 < err < 1.8e-4  # IMPLEMENTATIONS.md B.6: 1.79e-4
+    assert 1.7e-4 < err < 1.8e-4  # the reference figure for this tanh approximation: 1.79e-4
 
 
 def test_discretized_edges_use_half_infinite_bins():
@@ -293,7 +293,7 @@ def test_training_loss_gradients(mean_type, var_type, loss_type, profile, schedu
 def test_prior_bpd_reference_value():
     d = GaussianDiffusion(LIN)
     x0 = np.array([[1.0, -1.0, 1.0]])
-    # IMPLEMENTATIONS.md B.6: 2.911e-5 bits for x₀ = ±1 under linear T = 1000
+    # reference figure: 2.911e-5 bits for x₀ = ±1 under linear T = 1000
     assert d.prior_bpd(x0)[0] == pytest.approx(2.911e-5, rel=2e-4)
     cos = GaussianDiffusion(Schedule.from_name("cosine", 1000))
     assert cos.prior_bpd(x0)[0] == pytest.approx(1.75e-9, rel=3e-3)
@@ -341,7 +341,7 @@ def test_calc_bpd_loop_seeded_is_reproducible_and_respaced_calls_original_timest
 
 def test_gaussian_decoder_bound_on_gaussian_data_is_the_entropy():
     """For data N(0, s²) in 1-D every reverse transition q(x_{t−1}|x_t) is exactly Gaussian,
-    with mean from E[ε|x_t] and variance β̃ + coef1²·Var[x₀|x_t] (IMPLEMENTATIONS.md C6). A
+    with mean from E[ε|x_t] and variance β̃ + coef1²·Var[x₀|x_t] (the oracle's closed form). A
     model with those means and (learned) variances makes the continuous VLB tight: its
     expectation is the differential entropy ½log(2πe s²) plus KL(q(x_T)‖N(0,1)) (≈ 1e-5
     here). With fixed_small variances it is a strict upper bound. n = 4000 examples; the

@@ -17,7 +17,7 @@ def den(x, t):
 @pytest.mark.parametrize("clip", [True, False])
 def test_ddpm_cpu_equals_numpy_bitwise_float64(var_type, clip):
     # Same float64 operations in the same order (x̂₀, clip, c1·x̂₀ + c2·x_t, + s·z), fastmath
-    # off: bit-for-bit equality is the specification (NUMBA.md).
+    # off: bit-for-bit equality is the specification.
     d = GaussianDiffusion(S, var_type=var_type)
     xT = np.random.default_rng(0).standard_normal((40, 3))
     a = samplers.ddpm(d, den, xT, seed=3, clip_denoised=clip)

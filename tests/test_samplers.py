@@ -163,7 +163,7 @@ def test_sampler_equals_affine_recursion_with_identical_noise(
     """Each sampler step goes through GaussianDiffusion (p_sample / ddim_sample, with the
     parameterisation conversions) and the oracle's eigenbasis posterior; the reference is
     the scalar recursion per eigen-coordinate. Observed differences are ≤ 5e-13; 1e-10
-    allows for error growth ∝ steps · eps · max √(1/ᾱ) (IMPLEMENTATIONS.md C7)."""
+    allows for error growth ∝ steps · eps · max √(1/ᾱ)."""
     gm = full_gaussian()
     d = GaussianDiffusion(
         schedule.respace(space_timesteps(1000, spacing)), mean_type=mean_type, var_type=var_type
@@ -177,7 +177,7 @@ def test_sampler_equals_affine_recursion_with_identical_noise(
 
 
 def test_ddim_trajectory_equals_recursion_at_every_step():
-    """IMPLEMENTATIONS.md C7: deterministic DDIM (η = 0) from a fixed x_T, every intermediate
+    """Deterministic DDIM (η = 0) from a fixed x_T, every intermediate
     state compared, not only the output (observed ≤ 1e-14; limit 1e-11)."""
     gm = full_gaussian(4, seed=12)
     d = GaussianDiffusion(COSINE.respace(space_timesteps(1000, "ddim50")), mean_type="v")

@@ -125,7 +125,7 @@ def test_every_name_is_valid_at_T_1000():
         assert s.betas.dtype == np.float64 and s.num_timesteps == 1000
 
 
-# --- pinned values (source: reference/IMPLEMENTATIONS.md B.1, computed there in float64) ---
+# --- pinned values (reference figures for these schedules, computed separately in float64) ---
 
 
 def test_linear_T1000_reference_values():

@@ -1,7 +1,7 @@
 r"""Compare another implementation with npddpm, quantity by quantity and t-range by t-range,
 and explain every mismatch: a documented divergence (with its source) or a named fault.
 
-Method (reference/IMPLEMENTATIONS.md (c)):
+Method:
 
 * The implementation's own ᾱ (upcast to float64) is injected into npddpm, so errors in its
   schedule construction do not mask errors in its step maths; the schedule table is checked
@@ -192,7 +192,7 @@ DIAGNOSES: tuple[Diagnosis, ...] = (
     Diagnosis(
         "add_noise runs in the sample dtype: float16 samples cast ᾱ to float16 too",
         "known",
-        "huggingface/diffusers PR #3005 (IMPLEMENTATIONS.md B.10.10)",
+        "huggingface/diffusers PR #3005",
         {"alpha_dtype": "float16"},
         profiles=("diffusers",),
         tolerance_dtype="float16",
@@ -206,7 +206,7 @@ DIAGNOSES: tuple[Diagnosis, ...] = (
     Diagnosis(
         "last-step noise keyed on the timestep value, not the index",
         "known",
-        "diffusers ddpm.py:543 (IMPLEMENTATIONS.md B.10.7)",
+        "diffusers ddpm.py:543",
         {"overrides": {"last_step_noise": "timestep"}},
     ),
     Diagnosis(
@@ -246,10 +246,10 @@ DIAGNOSES: tuple[Diagnosis, ...] = (
         {"std_of_log_beta": True},
     ),
     Diagnosis(
-        "off-by-one timestep (uses t+1)", "fault", "index convention, DESIGN.md", {"t_shift": 1}
+        "off-by-one timestep (uses t+1)", "fault", "index convention, README", {"t_shift": 1}
     ),
     Diagnosis(
-        "off-by-one timestep (uses t−1)", "fault", "index convention, DESIGN.md", {"t_shift": -1}
+        "off-by-one timestep (uses t−1)", "fault", "index convention, README", {"t_shift": -1}
     ),
     Diagnosis(
         "ᾱ cast to float16",

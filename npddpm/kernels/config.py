@@ -18,7 +18,7 @@ Environment variables (read once, at import of this module)
     grid-stride loops, so any shape gives the same result).
 
 ``fastmath`` is off everywhere: with it off the CPU kernels are bitwise equal to the NumPy
-reference (``reference/NUMBA.md``); with it on LLVM contracts multiply-adds (1-ulp changes).
+reference (tested in ``tests/kernels``); with it on LLVM contracts multiply-adds (1-ulp changes).
 """
 
 from __future__ import annotations

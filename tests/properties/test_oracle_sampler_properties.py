@@ -55,7 +55,7 @@ def test_oracle_sampler_equals_affine_recursion(
 ):
     """Tolerance: each step's x̂₀ conversion loses up to eps·√(1/ᾱ) relative accuracy (the
     ε-parameterisation multiplies x_t by √(1/ᾱ)), and errors can grow along the chain, so
-    atol = 1e-11·T·max(1, √(1/ᾱ_min))·scale (IMPLEMENTATIONS.md C7).
+    atol = 1e-11·T·max(1, √(1/ᾱ_min))·scale.
 
     Zero terminal SNR (ᾱ = 0, e.g. T = 1 with β = 1) is excluded: ε-prediction cannot
     give x̂₀ there, and DDIM's re-derived ε is ∞/∞ under the default profile

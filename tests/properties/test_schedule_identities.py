@@ -1,4 +1,4 @@
-"""Schedule identities (reference/IMPLEMENTATIONS.md C2) for every schedule the public
+"""Schedule identities for every schedule the public
 strategies produce: all named schedules at T = 1…4000 and random betas, both precisions.
 
 Tolerances are a-priori rounding bounds, not fitted. With u = 2⁻⁵³:

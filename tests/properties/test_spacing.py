@@ -1,6 +1,6 @@
 """Timestep spacing tables against independent re-implementations of the published rules
 (improved-diffusion ``respace.py``; diffusers ``set_timesteps``), written here in plain
-Python without NumPy, and against counts published in reference/IMPLEMENTATIONS.md B.7."""
+Python without NumPy, and against published counts of diffusers' spacing quirks."""
 
 import itertools
 import math
@@ -105,7 +105,7 @@ def test_space_timesteps_ddim(T):
 
 
 def test_published_spacing_counts_T1000():
-    """Counts published in reference/IMPLEMENTATIONS.md B.7 (T = 1000, N ∈ [2, 1000])."""
+    """Published counts of the spacing quirks (T = 1000, N ∈ [2, 1000])."""
     T = 1000
     differ = sum(
         sorted(space_timesteps(T, str(N)), reverse=True)
