@@ -301,7 +301,7 @@ def group_norm_silu_forward(
 
     The same function as ``silu_forward(group_norm_forward(x, …, channels_last=True))``:
 
-    .. math:: y = z\,\sigma(z), \qquad z = \gamma_c\,\hat x + eta_c
+    .. math:: y = z\,\sigma(z), \qquad z = \gamma_c\,\hat x + \beta_c
 
     computed in one Numba kernel per direction (:mod:`npddpm.nn._gn_kernels`, where the
     backward equations are written out), keeping only :math:`\hat x` and the group
