@@ -177,10 +177,13 @@ class Adam:
         for k, p in self.params.items():
             g = grads[k]
             m, v = self.exp_avg[k], self.exp_avg_sq[k]
-            if self.fused and p.flags.c_contiguous and g.flags.c_contiguous and p.ndim:
+            # the kernel computes in p's dtype; other gradients take the NumPy path, whose
+            # mixed-dtype arithmetic it does not reproduce
+            same = g.dtype == p.dtype and p.flags.c_contiguous and g.flags.c_contiguous
+            if self.fused and same:
                 t = p.dtype.type
                 _adam_kernel()(
-                    p.reshape(-1), np.ascontiguousarray(g, p.dtype).reshape(-1),
+                    p.reshape(-1), g.reshape(-1),
                     m.reshape(-1), v.reshape(-1),
                     t(coef), coef != 1.0, t(wd), bool(wd) and not self.decoupled,
                     t(1 - lr * wd), bool(wd) and self.decoupled,
