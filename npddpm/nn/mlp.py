@@ -204,12 +204,13 @@ class MLP:
         return p
 
     def _kernels(self):
+        """``(bias_silu, residual_silu, silu_grad, embed_silu)``: Numba or NumPy."""
         if self.fused:
             from ._fused import kernels
 
             k = kernels()
-            return k.bias_silu, k.residual_silu, k.silu_grad
-        return _np_bias_silu, _np_residual_silu, _np_silu_grad
+            return k.bias_silu, k.residual_silu, k.silu_grad, k.embed_silu
+        return _np_bias_silu, _np_residual_silu, _np_silu_grad, _np_embed_silu
 
     def _embedding(self, t: np.ndarray) -> np.ndarray:
         # Integer timesteps: embed 0..max(t) once and gather rows (exactly the same values).
@@ -266,7 +267,7 @@ class MLP:
         return out, _MLPCache(self, n, bounds, wss)
 
     def _forward_chunk(self, ws: _Workspace, x, emb, out) -> None:
-        bias_silu, residual_silu, _ = self._kernels()
+        bias_silu, residual_silu, _, _ = self._kernels()
         p = self.params
         ws.z[:, : self.dim] = x
         ws.z[:, self.dim :] = emb
@@ -327,7 +328,7 @@ class MLP:
         return dx, grads
 
     def _backward_chunk(self, ws: _Workspace, dout, grads, dx) -> None:
-        _, _, silu_grad = self._kernels()
+        silu_grad = self._kernels()[2]
         p = self.params
         nb = self.num_blocks
         np.matmul(ws.a[nb].T, dout, out=grads["out.w"])
@@ -407,12 +408,7 @@ class MLP:
         return out
 
     def _predict_chunk(self, bufs: list[np.ndarray], x, inv, c, out) -> None:
-        bias_silu, residual_silu, _ = self._kernels()
-        embed_silu = _np_embed_silu
-        if self.fused:
-            from ._fused import kernels
-
-            embed_silu = kernels().embed_silu
+        bias_silu, residual_silu, _, embed_silu = self._kernels()
         p = self.params
         wx = p["in.w"][: self.dim]
         for r0 in range(0, x.shape[0], INFER_TILE):
