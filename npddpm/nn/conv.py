@@ -175,6 +175,9 @@ def conv2d_nhwc_backward(
     .. math:: \partial W = G^\top X, \quad \partial b = \textstyle\sum_{rows} G, \quad
               \partial x = \operatorname{col2im}(G\,W)
 
+    (for a stride-1 square kernel, :math:`\partial x` is computed as the equal convolution of
+    :math:`G` with the flipped filters; see the comment in the code).
+
     Returns ``dx`` (N, H, W, C; ``None`` when not ``need_dx``, e.g. for a first layer) and
     ``{"w": dW (F, C, k_h, k_w), "b": db}``.
     """
@@ -195,16 +198,15 @@ def conv2d_nhwc_backward(
         # (N·H_o·W_o × k²·C) matrix G Wᵀ being scattered back by col2im: less memory
         # traffic whenever F ≤ C, and a product with the longer inner dimension k²·F.
         n, h, wd, _ = xshape
-        g4 = g.reshape(n, h + 2 * padding - kh + 1, wd + 2 * padding - kw + 1, f)
-        gcols = im2col(g4, kh, kw, 1, kh - 1 - padding, fused=True)
-        wflip = w_flipped(wmat, f, c, kh, kw)
-        dx = (gcols @ wflip).reshape(xshape)
+        ho, wo = conv_output_size(h, kh, 1, padding), conv_output_size(wd, kw, 1, padding)
+        gcols = im2col(g.reshape(n, ho, wo, f), kh, kw, 1, kh - 1 - padding, fused=True)
+        dx = (gcols @ _flipped_filters(wmat, f, c, kh, kw)).reshape(xshape)
     else:
         dx = col2im(g @ wmat, xshape, kh, kw, stride, padding, fused=True)
     return dx, {"w": np.ascontiguousarray(dw), "b": db}
 
 
-def w_flipped(wmat: np.ndarray, f: int, c: int, kh: int, kw: int) -> np.ndarray:
+def _flipped_filters(wmat: np.ndarray, f: int, c: int, kh: int, kw: int) -> np.ndarray:
     """The filters rotated by 180° and transposed, as a ``(k_h·k_w·F, C)`` matrix whose rows
     follow im2col's ``(a', b', f)`` order: row ``(a', b', f)`` is ``w[f, :, k_h−1−a', k_w−1−b']``.
     ``wmat`` is the forward's ``(F, k_h·k_w·C)`` matrix in ``(a, b, c)`` order."""
