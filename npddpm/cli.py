@@ -279,7 +279,6 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import json
 
     import numpy as np
 
@@ -298,10 +297,8 @@ def _eval(args: argparse.Namespace) -> int:
     for k, v in res.items():
         print(f"{k:<18}{v['value']:>12.4f}{v['floor']:>12.4f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {k: {kk: float(vv) for kk, vv in v.items()} for k, v in res.items()}, f, indent=1
-            )
+        payload = {k: {kk: float(vv) for kk, vv in v.items()} for k, v in res.items()}
+        return _write_json_or_fail(args.json, payload)
     return 0
 
 
@@ -315,7 +312,6 @@ def _grid(d, den, ds):
 
 
 def _nll(args: argparse.Namespace) -> int:
-    import json
     import math
 
     import numpy as np
@@ -349,11 +345,17 @@ def _nll(args: argparse.Namespace) -> int:
     print(f"variational bound on {per.size} held-out examples: {mean:.4f} ± {se:.4f} {unit}")
     if args.json:
         payload = {"nll": mean, "se": se, "unit": unit, "n": int(per.size), "grid": args.grid}
-        try:
-            with open(args.json, "w") as fh:
-                json.dump(payload, fh, indent=1)
-        except OSError as exc:
-            return _fail(f"cannot write {args.json}: {exc.strerror or exc}")
+        return _write_json_or_fail(args.json, payload)
+    return 0
+
+
+def _write_json_or_fail(path: str, payload: dict) -> int:
+    from .io import write_json
+
+    try:
+        write_json(path, payload)
+    except OSError as exc:
+        return _fail(f"cannot write {path}: {exc.strerror or exc}")
     return 0
 
 

@@ -21,6 +21,7 @@ from . import data as _data
 from . import metrics as _metrics
 from . import samplers
 from .diffusion import GaussianDiffusion
+from .io import write_json
 from .schedules import inference_timesteps
 from .training import TrainConfig, Trainer, model_denoiser
 
@@ -67,9 +68,7 @@ def _to_jsonable(obj):
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_to_jsonable(payload), indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_json(path, _to_jsonable(payload), sort_keys=True)
 
 
 def run_demo(

@@ -16,9 +16,9 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -28,6 +28,7 @@ __all__ = [
     "arrays_digest",
     "load_checkpoint",
     "save_checkpoint",
+    "write_json",
 ]
 
 FORMAT = "npddpm-checkpoint"
@@ -80,10 +81,17 @@ def save_checkpoint(
     except (TypeError, ValueError) as exc:
         raise ValueError(f"checkpoint header is not JSON-serialisable: {exc}") from None
     payload = {_HEADER: np.frombuffer(blob, dtype=np.uint8), **clean}
+    _atomic_write(path, lambda f: np.savez(f, **payload))
+    return path
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write`` on a temporary file beside ``path``, fsync it and rename it into place;
+    on any failure the temporary file is removed and ``path`` is left as it was."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -91,6 +99,13 @@ def save_checkpoint(
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_json(path: str | os.PathLike, payload: Any, *, sort_keys: bool = False) -> Path:
+    """Write ``payload`` as indented JSON, atomically (as :func:`save_checkpoint`)."""
+    path = Path(path)
+    blob = json.dumps(payload, indent=1, sort_keys=sort_keys).encode()
+    _atomic_write(path, lambda f: f.write(blob))
     return path
 
 
