@@ -85,7 +85,13 @@ def res_block_params(
 
 
 def res_block_forward(
-    x: np.ndarray, emb: np.ndarray, p: Params, groups: int, *, channels_last: bool = False
+    x: np.ndarray,
+    emb: np.ndarray,
+    p: Params,
+    groups: int,
+    *,
+    channels_last: bool = False,
+    conv_algorithm: str = "im2col",
 ) -> tuple[np.ndarray, Cache]:
     r"""Residual block with timestep conditioning (Ho et al. 2020; improved-diffusion's
     ``ResBlock`` without dropout or scale-shift norm).
@@ -112,6 +118,10 @@ def res_block_forward(
         Group-norm groups; must divide ``C_in`` and ``C_out``.
     channels_last : bool
         ``x`` and ``out`` are ``(N, H, W, C)`` (the U-Net's internal layout).
+    conv_algorithm : {"im2col", "winograd", "auto"}, default "im2col"
+        How the two 3×3 convolutions are computed when ``channels_last`` (see
+        :func:`npddpm.nn.conv.conv2d_nhwc_forward`); the 1×1 skip always uses a plain
+        product.
 
     Returns
     -------
@@ -120,13 +130,14 @@ def res_block_forward(
     """
     cl = channels_last
     conv = conv2d_nhwc_forward if cl else conv2d_forward
+    kw = {"algorithm": conv_algorithm} if cl else {}
     h, c_gn1, c_act1 = _gn_silu(x, p["gn1.g"], p["gn1.b"], groups, cl)
-    h, c_conv1 = conv(h, p["conv1.w"], p["conv1.b"], 1, 1)
+    h, c_conv1 = conv(h, p["conv1.w"], p["conv1.b"], 1, 1, **kw)
     e, c_eact = silu_forward(emb)
     e, c_emb = linear_forward(e, p["emb.w"], p["emb.b"])
     h += e[:, None, None, :] if cl else e[:, :, None, None]
     h, c_gn2, c_act2 = _gn_silu(h, p["gn2.g"], p["gn2.b"], groups, cl)
-    h, c_conv2 = conv(h, p["conv2.w"], p["conv2.b"], 1, 1)
+    h, c_conv2 = conv(h, p["conv2.w"], p["conv2.b"], 1, 1, **kw)
     if "skip.w" in p:
         s, c_skip = conv(x, p["skip.w"], p["skip.b"])
     else:

@@ -14,6 +14,10 @@ strided slice of the whole batch each time, so no Python loop runs over pixels.
 The work is done channels-last (``(N, H, W, C)``), where every copy moves rows of ``C``
 contiguous values and the product's output is already the next layer's input;
 :func:`conv2d_forward` is the channels-first (PyTorch) interface to the same code.
+
+:func:`conv2d_nhwc_forward` can also compute a 3×3, stride-1, padding-1 convolution by
+Winograd's F(2×2, 3×3) (``algorithm="winograd"`` or ``"auto"``; :mod:`npddpm.nn.winograd`),
+which the U-Net uses; im2col stays the default and the reference.
 """
 
 from __future__ import annotations
@@ -22,7 +26,15 @@ from typing import Any
 
 import numpy as np
 
+from .winograd import (
+    WinogradCache,
+    winograd_applicable,
+    winograd_conv_backward,
+    winograd_conv_forward,
+)
+
 __all__ = [
+    "ALGORITHMS",
     "col2im",
     "conv2d_backward",
     "conv2d_forward",
@@ -30,9 +42,22 @@ __all__ = [
     "conv2d_nhwc_forward",
     "conv_output_size",
     "im2col",
+    "winograd_pays",
 ]
 
 Cache = Any
+
+
+def winograd_pays(c: int, f: int) -> bool:
+    """Whether ``algorithm="auto"`` picks Winograd for ``C → F`` channels (given that it
+    applies): ``min(C, F) ≥ 4`` and ``C·F ≥ 128``.
+
+    Its 16 products have inner dimension ``C`` (forward) or ``F`` (input gradient), which
+    run far below the BLAS's peak when thin. Measured (forward + backward, 32 images of
+    16×16, one thread), Winograd ÷ im2col time: 1→32 2.1, 32→1 2.6, 2→32 1.03, 8→8 1.11,
+    4→32 0.92, 8→32 0.83, 16→16 0.80, 32→32 0.55.
+    """
+    return min(c, f) >= 4 and c * f >= 128
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -128,8 +153,17 @@ def col2im(
     return dxp
 
 
+ALGORITHMS = ("im2col", "winograd", "auto")
+
+
 def conv2d_nhwc_forward(
-    x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1, padding: int = 0
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    stride: int = 1,
+    padding: int = 0,
+    *,
+    algorithm: str = "im2col",
 ) -> tuple[np.ndarray, Cache]:
     r"""2-D convolution of a channels-last batch (the U-Net's internal layout).
 
@@ -140,11 +174,19 @@ def conv2d_nhwc_forward(
         PyTorch's filter layout, whatever the layout of ``x``.
     b : ndarray, shape (F,)
     stride, padding : int
+    algorithm : {"im2col", "winograd", "auto"}, default "im2col"
+        ``"im2col"``: one matrix product with the im2col matrix (any kernel, stride,
+        padding). ``"winograd"``: F(2×2, 3×3) minimal filtering
+        (:mod:`npddpm.nn.winograd`; 2.25× fewer multiplications; a 3×3 kernel, stride 1,
+        padding 1 and an even H and W only). ``"auto"``: Winograd where it applies and
+        :func:`winograd_pays` (enough channels that its 16 thin products beat one im2col
+        product), im2col otherwise.
 
     Returns
     -------
     out : ndarray, shape (N, H_o, W_o, F)
     cache : tuple
+        For :func:`conv2d_nhwc_backward`, which follows the algorithm used.
     """
     n, h, wd, c = x.shape
     f, c2, kh, kw = w.shape
@@ -154,6 +196,18 @@ def conv2d_nhwc_forward(
     wo = conv_output_size(wd, kw, stride, padding)
     if ho < 1 or wo < 1:
         raise ValueError(f"conv2d: a {kh}×{kw} kernel does not fit a {h}×{wd} input")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    if algorithm != "im2col":
+        fits = winograd_applicable(x.shape, w.shape, stride, padding)
+        if algorithm == "winograd" and not fits:
+            raise ValueError(
+                "algorithm='winograd' needs a 3×3 kernel, stride 1, padding 1 and an even "
+                f"height and width; got x {x.shape}, w {w.shape}, stride {stride}, "
+                f"padding {padding} (use algorithm='auto' to fall back to im2col)"
+            )
+        if fits and (algorithm == "winograd" or winograd_pays(c, f)):
+            return winograd_conv_forward(x, w, b)
     if kh == kw == 1 and stride == 1 and padding == 0:
         cols = x.reshape(n * h * wd, c)
     else:
@@ -181,6 +235,8 @@ def conv2d_nhwc_backward(
     Returns ``dx`` (N, H, W, C; ``None`` when not ``need_dx``, e.g. for a first layer) and
     ``{"w": dW (F, C, k_h, k_w), "b": db}``.
     """
+    if isinstance(cache, WinogradCache):
+        return winograd_conv_backward(dout, cache, need_dx=need_dx)
     cols, xshape, wmat, wshape, stride, padding = cache
     f, c, kh, kw = wshape
     g = dout.reshape(-1, f)

@@ -101,6 +101,12 @@ class UNet:
         again (a quarter of a training step otherwise; see :mod:`npddpm.nn._malloc`).
         Process-wide: the process keeps up to 512 MiB of freed memory. ``False`` leaves
         the allocator alone.
+    conv_algorithm : {"auto", "im2col"}, default "auto"
+        ``"auto"`` computes the 3×3 convolutions of even-sided maps with enough channels
+        (:func:`npddpm.nn.conv.winograd_pays`: all but the input and output ones of the
+        default model) by Winograd's F(2×2, 3×3) (:mod:`npddpm.nn.winograd`: 2.25×
+        fewer multiplications, the exact gradient of what it computes, equal to im2col up to
+        float rounding) and the others by im2col; ``"im2col"`` uses im2col everywhere.
 
     Attributes
     ----------
@@ -127,6 +133,7 @@ class UNet:
         dtype: Any = np.float32,
         threads: int | None = None,
         retain_memory: bool = True,
+        conv_algorithm: str = "auto",
     ) -> None:
         self.channels = as_int(channels, "channels", minimum=1)
         self.base_channels = as_int(base_channels, "base_channels", minimum=1)
@@ -159,6 +166,12 @@ class UNet:
             available_cpus() if threads is None else threads, "threads", minimum=1
         )
         self._runner = ChunkRunner(self.threads, MIN_CHUNK)
+        if conv_algorithm not in ("auto", "im2col"):
+            raise ValueError(
+                f"conv_algorithm must be 'auto' (Winograd F(2×2, 3×3) where it applies) or "
+                f"'im2col', got {conv_algorithm!r}"
+            )
+        self.conv_algorithm = conv_algorithm
         self.retain_memory = bool(retain_memory)
         if self.retain_memory:
             from ._malloc import retain_freed_memory
@@ -268,11 +281,16 @@ class UNet:
 
         # Channels-last inside (contiguous im2col copies, no transposes around products).
         ops: list[tuple] = []
-        h, c = conv2d_nhwc_forward(x.transpose(0, 2, 3, 1), p["conv_in.w"], p["conv_in.b"], 1, 1)
+        algo = self.conv_algorithm
+        h, c = conv2d_nhwc_forward(
+            x.transpose(0, 2, 3, 1), p["conv_in.w"], p["conv_in.b"], 1, 1, algorithm=algo
+        )
         ops.append(("conv", "conv_in", c))
 
         def res(prefix: str, h: np.ndarray) -> np.ndarray:
-            h, c = res_block_forward(h, temb, self._sub(prefix), g, channels_last=True)
+            h, c = res_block_forward(
+                h, temb, self._sub(prefix), g, channels_last=True, conv_algorithm=algo
+            )
             ops.append(("res", prefix, c))
             return h
 
@@ -303,7 +321,7 @@ class UNet:
                 h = res(f"up{i}.{j}", h)
         h, c = group_norm_silu_forward(h, p["out.gn.g"], p["out.gn.b"], g)
         ops.append(("gnsilu", "out.gn", c))
-        out, c = conv2d_nhwc_forward(h, p["out.conv.w"], p["out.conv.b"], 1, 1)
+        out, c = conv2d_nhwc_forward(h, p["out.conv.w"], p["out.conv.b"], 1, 1, algorithm=algo)
         ops.append(("conv", "out.conv", c))
         out = np.ascontiguousarray(out.transpose(0, 3, 1, 2))
         return out, (ops, (c1, c2, c3))
