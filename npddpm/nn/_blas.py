@@ -15,10 +15,11 @@ import functools
 import glob
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
-__all__ = ["blas_threads", "single_threaded_blas"]
+__all__ = ["blas_threads", "cblas_sgemm", "single_threaded_blas"]
 
 _SYMBOLS = [
     ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
@@ -29,7 +30,8 @@ _SYMBOLS = [
 
 
 @functools.cache
-def _openblas() -> tuple[Callable[[], int], Callable[[int], None]] | None:
+def _numpy_openblas() -> tuple[ctypes.CDLL, int] | None:
+    """NumPy's bundled OpenBLAS and the index of its symbol family in ``_SYMBOLS``."""
     root = os.path.dirname(os.path.dirname(np.__file__))
     candidates = glob.glob(os.path.join(root, "numpy.libs", "*openblas*"))
     candidates += glob.glob(os.path.join(os.path.dirname(np.__file__), ".dylibs", "*openblas*"))
@@ -38,13 +40,69 @@ def _openblas() -> tuple[Callable[[], int], Callable[[int], None]] | None:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for get, set_ in _SYMBOLS:
+        for i, (get, set_) in enumerate(_SYMBOLS):
             if hasattr(lib, get) and hasattr(lib, set_):
-                getter, setter = getattr(lib, get), getattr(lib, set_)
-                getter.restype = ctypes.c_int
-                setter.argtypes = [ctypes.c_int]
-                return getter, setter
+                return lib, i
     return None
+
+
+@functools.cache
+def _openblas() -> tuple[Callable[[], int], Callable[[int], None]] | None:
+    found = _numpy_openblas()
+    if found is None:
+        return None
+    lib, i = found
+    get, set_ = _SYMBOLS[i]
+    getter, setter = getattr(lib, get), getattr(lib, set_)
+    getter.restype = ctypes.c_int
+    setter.argtypes = [ctypes.c_int]
+    return getter, setter
+
+
+# CBLAS enums (cblas.h): row-major storage, no transpose, transpose.
+CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112
+
+
+@functools.cache
+def cblas_sgemm() -> Any:
+    """NumPy's own OpenBLAS ``cblas_sgemm`` as a ctypes function (callable from Numba's
+    nopython mode, so a whole pass of matrix products runs without the GIL), or ``None``.
+
+    Arguments: ``(order, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)``
+    with pointers as integers; the integer width follows the library's ABI (64-bit for
+    NumPy's ``scipy_openblas64_``). It is the routine ``np.matmul`` calls for float32, so
+    the products are the same and its thread count is the one :func:`single_threaded_blas`
+    sets.
+    """
+    found = _numpy_openblas()
+    if found is None:
+        return None
+    lib, i = found
+    get = _SYMBOLS[i][0]
+    prefix = "scipy_" if get.startswith("scipy_") else ""
+    suffix = "64_" if get.endswith("64_") else ""
+    fn = getattr(lib, f"{prefix}cblas_sgemm{suffix}", None)
+    if fn is None:
+        return None
+    blasint = ctypes.c_int64 if suffix else ctypes.c_int
+    fn.restype = None
+    fn.argtypes = [
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        blasint,
+        blasint,
+        blasint,
+        ctypes.c_float,
+        ctypes.c_void_p,
+        blasint,
+        ctypes.c_void_p,
+        blasint,
+        ctypes.c_float,
+        ctypes.c_void_p,
+        blasint,
+    ]
+    return fn
 
 
 def blas_threads() -> int | None:

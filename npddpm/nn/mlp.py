@@ -131,7 +131,9 @@ class MLP:
         every CPU this process may run on; 1 never splits. Results do not depend on timing,
         but the summation order (and so the last bits) depends on the number of chunks.
         While a multi-chunk pass runs, OpenBLAS is set to one thread process-wide (and
-        restored afterwards).
+        restored afterwards). With fused float32 kernels each chunk's pass is one compiled
+        call that holds no GIL (:mod:`npddpm.nn._mlp_kernels`; bitwise the same as the NumPy
+        pass, which float64 models and builds without NumPy's CBLAS use).
 
     Attributes
     ----------
@@ -212,6 +214,24 @@ class MLP:
             return k.bias_silu, k.residual_silu, k.silu_grad, k.embed_silu
         return _np_bias_silu, _np_residual_silu, _np_silu_grad, _np_embed_silu
 
+    def _jit(self):
+        """The compiled chunk passes (:mod:`npddpm.nn._mlp_kernels`) when this model can use
+        them: fused float32 kernels, NumPy's CBLAS found, and C-contiguous parameters (they
+        are passed to the BLAS by pointer and row stride). ``None`` otherwise."""
+        if not self.fused:
+            return None
+        from ._mlp_kernels import kernels
+
+        k = kernels()
+        if k is None or not all(v.flags.c_contiguous for v in self.params.values()):
+            return None
+        return k
+
+    def _tup(self, arrays: list[np.ndarray], ndim: int) -> tuple[np.ndarray, ...]:
+        # Per-block arrays as a tuple for the compiled passes; with no blocks, a never-read
+        # placeholder of the right dimension keeps a tuple type the compiler can index.
+        return tuple(arrays) if arrays else (np.empty((1,) * ndim, dtype=self.dtype),)
+
     def _embedding(self, t: np.ndarray) -> np.ndarray:
         # Integer timesteps: embed 0..max(t) once and gather rows (exactly the same values).
         top = int(t.max())
@@ -267,8 +287,22 @@ class MLP:
         return out, _MLPCache(self, n, bounds, wss)
 
     def _forward_chunk(self, ws: _Workspace, x, emb, out) -> None:
-        bias_silu, residual_silu, _, _ = self._kernels()
         p = self.params
+        jit = self._jit()
+        if jit is not None:
+            nb = self.num_blocks
+            w1, b1, w2, b2 = (
+                self._tup([p[f"block{k}.{n}"] for k in range(nb)], 2 if n[0] == "w" else 1)
+                for n in ("w1", "b1", "w2", "b2")
+            )
+            u, au = self._tup(ws.u, 2), self._tup(ws.au, 2)
+            h, a = tuple(ws.h), tuple(ws.a)
+            jit.forward(
+                x, emb, ws.z, p["in.w"], p["in.b"], w1, b1, w2, b2, p["out.w"], p["out.b"],
+                h, a, u, au, out, nb,
+            )  # fmt: skip
+            return
+        bias_silu, residual_silu, _, _ = self._kernels()
         ws.z[:, : self.dim] = x
         ws.z[:, self.dim :] = emb
         np.matmul(ws.z, p["in.w"], out=ws.h[0])
@@ -305,6 +339,7 @@ class MLP:
         if cache.wss is None:
             raise ValueError("this cache was already used by backward(); run forward() again")
         check_input(dout, "dout", self.dtype, (self.out_dim,), "D_out")
+        dout = np.ascontiguousarray(dout)  # the compiled pass hands rows to the BLAS
         if dout.shape[0] != cache.n:
             raise ValueError(f"dout has {dout.shape[0]} rows but the forward pass had {cache.n}")
         wss, cache.wss = cache.wss, None
@@ -328,9 +363,25 @@ class MLP:
         return dx, grads
 
     def _backward_chunk(self, ws: _Workspace, dout, grads, dx) -> None:
-        silu_grad = self._kernels()[2]
         p = self.params
         nb = self.num_blocks
+        jit = self._jit()
+        if jit is not None:
+            names = ("w1", "w2", "b1", "b2")
+            w1, w2 = (self._tup([p[f"block{k}.{n}"] for k in range(nb)], 2) for n in names[:2])
+            gw1, gw2, gb1, gb2 = (
+                self._tup([grads[f"block{k}.{n}"] for k in range(nb)], 2 if n[0] == "w" else 1)
+                for n in names
+            )
+            u, au = self._tup(ws.u, 2), self._tup(ws.au, 2)
+            need_dx = dx is not None
+            jit.backward(
+                dout, ws.z, p["in.w"], w1, w2, p["out.w"], tuple(ws.h), tuple(ws.a), u, au,
+                ws.g, ws.dh, grads["in.w"], grads["in.b"], gw1, gb1, gw2, gb2, grads["out.w"],
+                grads["out.b"], dx if need_dx else np.empty((0, self.dim), self.dtype), need_dx, nb,
+            )  # fmt: skip
+            return
+        silu_grad = self._kernels()[2]
         np.matmul(ws.a[nb].T, dout, out=grads["out.w"])
         np.sum(dout, axis=0, out=grads["out.b"])
         np.matmul(dout, p["out.w"].T, out=ws.g)

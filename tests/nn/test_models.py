@@ -250,6 +250,59 @@ def test_mlp_predict_equals_forward(dtype, threads, shared_t):
     assert np.max(np.abs(m.predict(x, (t + 1) % 1000) - got)) > 1e-4 * scale
 
 
+@pytest.mark.parametrize("blocks", [0, 1, 2])
+@pytest.mark.parametrize("n", [300, 1100])  # one chunk; two chunks in two threads
+def test_mlp_compiled_pass_equals_numpy_pass(blocks, n):
+    # The float32 step runs each chunk as one compiled call (_mlp_kernels) that calls the
+    # same cblas_sgemm as np.matmul and the same SiLU kernels in the same order, so it must
+    # equal the NumPy-orchestrated pass bit for bit (outputs, dx and every gradient).
+    from npddpm.nn._mlp_kernels import kernels
+
+    if kernels() is None:
+        pytest.skip("NumPy's OpenBLAS exposes no cblas_sgemm: the compiled pass is not used")
+    rng = np.random.default_rng(blocks * 10 + n)
+    m = MLP(3, hidden=24, num_blocks=blocks, time_embed_dim=6, threads=2, seed=1)
+    assert m._jit() is not None
+    x = rng.standard_normal((n, 3)).astype(np.float32)
+    t = rng.integers(0, 1000, n)
+    v = rng.standard_normal((n, 3)).astype(np.float32)
+    y1, c1 = m.forward(x, t)
+    dx1, g1 = m.vjp(v, c1)
+    m._jit = lambda: None  # force the NumPy pass on this instance
+    y2, c2 = m.forward(x, t)
+    dx2, g2 = m.vjp(v, c2)
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(dx1, dx2)
+    for k in g1:
+        np.testing.assert_array_equal(g1[k], g2[k], err_msg=k)
+
+
+def test_mlp_compiled_pass_with_strided_inputs_and_parameters():
+    # Non-contiguous x and dout are accepted; a parameter replaced by a Fortran-ordered
+    # array (the BLAS gets pointers and row strides) makes the model fall back to the NumPy
+    # pass rather than read it wrongly. Reference: float64 copies of the same model.
+    rng = np.random.default_rng(3)
+    m = MLP(2, hidden=16, num_blocks=1, time_embed_dim=4, seed=2)
+    ref = MLP(2, hidden=16, num_blocks=1, time_embed_dim=4, seed=2, dtype=np.float64)
+    wide = rng.standard_normal((50, 4)).astype(np.float32)
+    x, v = wide[:, ::2], wide[:, 1::2]
+    t = rng.integers(0, 1000, 50)
+    m.params["block0.w1"] = np.asfortranarray(m.params["block0.w1"])
+    assert m._jit() is None
+    for model_params_contiguous in (False, True):
+        if model_params_contiguous:
+            m.params["block0.w1"] = np.ascontiguousarray(m.params["block0.w1"])
+        y, c = m.forward(x, t)
+        dx, g = m.vjp(v, c)
+        y64, c64 = ref.forward(x.astype(np.float64), t)
+        dx64, g64 = ref.vjp(v.astype(np.float64), c64)
+        # float32 against float64 through four layers: observed ≤ 2.3e-7 (a few eps); 1e-5
+        # leaves 40× of slack and is far below the O(1) error of a misread matrix.
+        assert relative_error(y, y64) < 1e-5
+        assert relative_error(dx, dx64) < 1e-5
+        assert max(relative_error(g[k], g64[k]) for k in g) < 1e-5
+
+
 def test_fused_sigmoid_accuracy():
     # The rational-tanh logistic against float64 on a dense grid covering the whole range in
     # which σ is not 0 or 1 in float32, plus the tails; the bound 3e-7 (≈ 2.5 ulp at 1) is
