@@ -83,6 +83,19 @@ def _adam_kernel():
             v[i] = vi
             p[i] = pi - (mi / (np.sqrt(vi) / bc2 + eps)) * step
 
+    @nb.njit(nogil=True, fastmath=False, error_model="numpy", cache=False)
+    def adam_update_all(
+        ps, gs, ms, vs, coef, clip, wd, coupled, decay, decoupled, b1, omb1, b2, omb2, bc2, eps,
+        step,
+    ):  # fmt: skip
+        """:func:`adam_update` over tuples of flat arrays: one call for every parameter."""
+        for j in range(len(ps)):
+            adam_update(
+                ps[j], gs[j], ms[j], vs[j], coef, clip, wd, coupled, decay, decoupled, b1, omb1,
+                b2, omb2, bc2, eps, step,
+            )  # fmt: skip
+
+    adam_update.update_all = adam_update_all
     return adam_update
 
 
@@ -174,20 +187,36 @@ class Adam:
         step_size = lr / (1 - b1**k_step)
         bc2_sqrt = math.sqrt(1 - b2**k_step)
         wd, eps = self.weight_decay, self.eps
+
+        def scalars(t):
+            return (
+                t(coef), coef != 1.0, t(wd), bool(wd) and not self.decoupled,
+                t(1 - lr * wd), bool(wd) and self.decoupled,
+                t(b1), t(1 - b1), t(b2), t(1 - b2), t(bc2_sqrt), t(eps), t(step_size),
+            )  # fmt: skip
+
+        def fusable(k: str, p: np.ndarray) -> bool:
+            # the kernel computes in p's dtype; other gradients take the NumPy path, whose
+            # mixed-dtype arithmetic it does not reproduce
+            g = grads[k]
+            return g.dtype == p.dtype and p.flags.c_contiguous and g.flags.c_contiguous
+
+        if self.fused and self.params and all(fusable(k, p) for k, p in self.params.items()):
+            dtypes = {p.dtype for p in self.params.values()}
+            if len(dtypes) == 1:  # one call for every parameter (tuples of flat views)
+                flat = [
+                    tuple(d[k].reshape(-1) for k in self.params)
+                    for d in (self.params, grads, self.exp_avg, self.exp_avg_sq)
+                ]
+                _adam_kernel().update_all(*flat, *scalars(dtypes.pop().type))
+                return
         for k, p in self.params.items():
             g = grads[k]
             m, v = self.exp_avg[k], self.exp_avg_sq[k]
-            # the kernel computes in p's dtype; other gradients take the NumPy path, whose
-            # mixed-dtype arithmetic it does not reproduce
-            same = g.dtype == p.dtype and p.flags.c_contiguous and g.flags.c_contiguous
-            if self.fused and same:
-                t = p.dtype.type
+            if self.fused and fusable(k, p):
                 _adam_kernel()(
-                    p.reshape(-1), g.reshape(-1),
-                    m.reshape(-1), v.reshape(-1),
-                    t(coef), coef != 1.0, t(wd), bool(wd) and not self.decoupled,
-                    t(1 - lr * wd), bool(wd) and self.decoupled,
-                    t(b1), t(1 - b1), t(b2), t(1 - b2), t(bc2_sqrt), t(eps), t(step_size),
+                    p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                    *scalars(p.dtype.type),
                 )  # fmt: skip
                 continue
             if coef != 1.0:
