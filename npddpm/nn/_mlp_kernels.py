@@ -35,7 +35,7 @@ def kernels() -> SimpleNamespace | None:
     from ._fused import kernels as fused
 
     f = fused()
-    bias_silu, residual_silu, silu_grad = f.bias_silu, f.residual_silu, f.silu_grad
+    bias_silu, residual_silu = f.bias_silu, f.residual_silu
     opts = {"nogil": True, "fastmath": False, "error_model": "numpy"}
     one, zero = np.float32(1.0), np.float32(0.0)
 
@@ -72,6 +72,25 @@ def kernels() -> SimpleNamespace | None:
             for j in range(d):
                 out[j] += a[i, j]
 
+    sigmoid = f.sigmoid_scalar
+
+    @nb.njit(**opts)
+    def silu_grad_sum(g, h, out, accumulate, colsum):
+        """``silu_grad(g, h, out, accumulate)`` and ``colsum = Σ_rows out`` in the same pass
+        (the sum row after row, the order of :func:`column_sum`)."""
+        n, d = g.shape
+        for j in range(d):
+            colsum[j] = zero
+        for i in range(n):
+            for j in range(d):
+                x = h[i, j]
+                sg = sigmoid(x)
+                v = g[i, j] * (sg + x * sg * (one - sg))
+                if accumulate:
+                    v = out[i, j] + v
+                out[i, j] = v
+                colsum[j] += v
+
     @nb.njit(**opts)
     def forward(x, emb, z, w_in, b_in, w1, b1, w2, b2, w_out, b_out, h, a, u, au, out, nblocks):
         """One chunk of :meth:`npddpm.nn.MLP.forward`; ``w1`` … ``au`` are tuples over blocks
@@ -103,19 +122,17 @@ def kernels() -> SimpleNamespace | None:
         mm(a[nblocks], True, dout, False, gw_out)
         column_sum(dout, gb_out)
         mm(dout, False, w_out, True, g)
-        silu_grad(g, h[nblocks], dh, False)
+        # the bias gradients are the column sums of dh / du, taken as those are written
+        silu_grad_sum(g, h[nblocks], dh, False, gb2[nblocks - 1] if nblocks else gb_in)
         for k in range(nblocks - 1, -1, -1):
             mm(au[k], True, dh, False, gw2[k])
-            column_sum(dh, gb2[k])
             mm(dh, False, w2[k], True, g)
             du = au[k]  # free now; not in place (an aliased output is not vectorised)
-            silu_grad(g, u[k], du, False)
+            silu_grad_sum(g, u[k], du, False, gb1[k])
             mm(a[k], True, du, False, gw1[k])
-            column_sum(du, gb1[k])
             mm(du, False, w1[k], True, u[k])  # u[k] is free now
-            silu_grad(u[k], h[k], dh, True)
+            silu_grad_sum(u[k], h[k], dh, True, gb2[k - 1] if k else gb_in)
         mm(z, True, dh, False, gw_in)
-        column_sum(dh, gb_in)
         if need_dx:
             mm(dh, False, w_in[: dx.shape[1]], True, dx)
 
