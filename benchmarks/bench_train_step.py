@@ -192,7 +192,7 @@ def main() -> None:
     ap.add_argument("--unet-width", type=int, default=32)
     ap.add_argument("--unet-batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--rounds", type=int, default=3, help="alternations per grid point")
+    ap.add_argument("--rounds", type=int, default=5, help="alternations per grid point")
     ap.add_argument("--min-time", type=float, default=1.0)
     ap.add_argument("--out", default=str(ROOT / ".benchmarks" / "train_step.json"))
     args = ap.parse_args()
