@@ -43,6 +43,45 @@ def mlp_flops(dim: int, width: int, blocks: int, emb: int, batch: int) -> float:
     return total
 
 
+def unet_flops(cfg: dict) -> float:
+    """Matrix-product FLOPs of one U-Net training step, counting every convolution as the
+    direct convolution it computes (2·N·H·W·C·F·k² forward; Winograd does fewer actual
+    multiplications, so this is the usual *effective* rate), attention's four products,
+    and the linear layers; backward 2× forward, except the first convolution's input
+    gradient, which is not computed."""
+    from npddpm.nn import UNet
+
+    model = UNet(
+        cfg["channels"], base_channels=cfg["width"], channel_mult=tuple(cfg["mult"]),
+        attention=cfg["attention"], retain_memory=False,
+    )  # fmt: skip
+    n, side = cfg["batch"], cfg["side"]
+    low = side // model.downsample_factor
+    fwd = first = 0.0
+    for key, w in model.params.items():
+        block = key.split(".")[0]
+        if block.startswith(("down", "up")):
+            s = side >> int(block.lstrip("downup"))
+        else:
+            s = low if block == "mid" else side
+        if w.ndim == 4:
+            f, c, kh, kw = w.shape
+            flops = 2.0 * n * s * s * c * f * kh * kw
+            if key == "conv_in.w":
+                first = flops
+        elif w.ndim == 2 and key.endswith("qkv.w"):
+            c, tokens = w.shape[0], s * s
+            flops = 2.0 * n * tokens * c * 3 * c + 2 * (2.0 * n * tokens * tokens * c)
+        elif w.ndim == 2 and block == "mid" and key.endswith("out.w"):
+            flops = 2.0 * n * s * s * w.shape[0] * w.shape[1]
+        elif w.ndim == 2:  # timestep MLP and per-block embedding projections: one row per image
+            flops = 2.0 * n * w.shape[0] * w.shape[1]
+        else:
+            continue
+        fwd += flops
+    return 3 * fwd - first
+
+
 # ----------------------------------------------------------------------------- workers
 
 
@@ -218,7 +257,15 @@ def main() -> None:
             row["torch_GFLOP/s"] = flops / th_s / 1e9
         else:
             row["side"] = cfg["side"]
+            flops = unet_flops(cfg)
+            row["npddpm_GFLOP/s"] = flops / np_s / 1e9  # effective: direct-convolution FLOPs
+            row["torch_GFLOP/s"] = flops / th_s / 1e9
         row.update({"npddpm_ms": 1e3 * np_s, "torch_ms": 1e3 * th_s, "speedup": th_s / np_s})
+        # The median of the per-round ratios: each round's two runs are minutes closer in
+        # time than the two medians, so machine drift cancels better.
+        row["speedup_paired"] = statistics.median(
+            t / n for n, t in zip(times["npddpm"], times["torch"], strict=True)
+        )
         row["rounds_ms"] = {k: [round(1e3 * v, 3) for v in vs] for k, vs in times.items()}
         row["load"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         rows.append(row)
@@ -231,12 +278,22 @@ def main() -> None:
             "npddpm_ms",
             "torch_ms",
             "speedup",
+            "speedup_paired",
             "npddpm_GFLOP/s",
             "torch_GFLOP/s",
             "load",
         ]
         if args.model == "mlp"
-        else ["side", "npddpm_ms", "torch_ms", "speedup", "load"]
+        else [
+            "side",
+            "npddpm_ms",
+            "torch_ms",
+            "speedup",
+            "speedup_paired",
+            "npddpm_GFLOP/s",
+            "torch_GFLOP/s",
+            "load",
+        ]
     )
     print_table(
         rows,
