@@ -271,30 +271,9 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     probe_gf = statistics.median(probe)
-    cols = (
-        [
-            "width",
-            "batch",
-            "npddpm_ms",
-            "torch_ms",
-            "speedup",
-            "speedup_paired",
-            "npddpm_GFLOP/s",
-            "torch_GFLOP/s",
-            "load",
-        ]
-        if args.model == "mlp"
-        else [
-            "side",
-            "npddpm_ms",
-            "torch_ms",
-            "speedup",
-            "speedup_paired",
-            "npddpm_GFLOP/s",
-            "torch_GFLOP/s",
-            "load",
-        ]
-    )
+    shared = ["npddpm_ms", "torch_ms", "speedup", "speedup_paired"]
+    shared += ["npddpm_GFLOP/s", "torch_GFLOP/s", "load"]
+    cols = (["width", "batch"] if args.model == "mlp" else ["side"]) + shared
     print_table(
         rows,
         cols,
