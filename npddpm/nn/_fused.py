@@ -51,6 +51,7 @@ def kernels() -> SimpleNamespace:
     clamp = f32(7.90531110763549805)
     half = f32(0.5)
     one = f32(1.0)
+    zero = f32(0.0)
 
     opts = {"nogil": True, "fastmath": False, "error_model": "numpy"}
 
@@ -94,19 +95,38 @@ def kernels() -> SimpleNamespace:
                     h[i, j] = x
                     a[i, j] = x * sigmoid(x)
 
+        @nb.njit(inline="always", **opts)
+        def dsilu(x):
+            """SiLU'(x) = σ(x) (1 + x (1 − σ(x))), written σ + x σ (1 − σ)."""
+            sg = sigmoid(x)
+            return sg + x * sg * (one - sg)
+
         @nb.njit(**opts)
         def silu_grad(g, h, out, accumulate):
-            """out (+)= g · σ(h) (1 + h (1 − σ(h))), the SiLU derivative (σ recomputed)."""
+            """out (+)= g · SiLU'(h), the SiLU derivative (σ recomputed)."""
             n, d = g.shape
             for i in range(n):
                 for j in range(d):
-                    x = h[i, j]
-                    sg = sigmoid(x)
-                    v = g[i, j] * (sg + x * sg * (one - sg))
+                    v = g[i, j] * dsilu(h[i, j])
                     if accumulate:
                         out[i, j] += v
                     else:
                         out[i, j] = v
+
+        @nb.njit(**opts)
+        def silu_grad_sum(g, h, out, accumulate, colsum):
+            """:func:`silu_grad` and ``colsum = Σ_rows out`` in the same pass (row after row,
+            from zero: the order of ``np.sum(out, axis=0)``); the MLP's bias gradients."""
+            n, d = g.shape
+            for j in range(d):
+                colsum[j] = zero
+            for i in range(n):
+                for j in range(d):
+                    v = g[i, j] * dsilu(h[i, j])
+                    if accumulate:
+                        v = out[i, j] + v
+                    out[i, j] = v
+                    colsum[j] += v
 
         @nb.njit(**opts)
         def embed_silu(x, wx, c, inv, h, a):
@@ -131,6 +151,7 @@ def kernels() -> SimpleNamespace:
             bias_silu=bias_silu,
             residual_silu=residual_silu,
             silu_grad=silu_grad,
+            silu_grad_sum=silu_grad_sum,
             embed_silu=embed_silu,
         )
 

@@ -36,7 +36,7 @@ def kernels() -> SimpleNamespace | None:
     from ._fused import kernels as fused
 
     f = fused()
-    bias_silu, residual_silu = f.bias_silu, f.residual_silu
+    bias_silu, residual_silu, silu_grad_sum = f.bias_silu, f.residual_silu, f.silu_grad_sum
     opts = {"nogil": True, "fastmath": False, "error_model": "numpy"}
     one, zero = np.float32(1.0), np.float32(0.0)
 
@@ -72,25 +72,6 @@ def kernels() -> SimpleNamespace | None:
         for i in range(n):
             for j in range(d):
                 out[j] += a[i, j]
-
-    sigmoid = f.sigmoid_scalar
-
-    @nb.njit(**opts)
-    def silu_grad_sum(g, h, out, accumulate, colsum):
-        """``silu_grad(g, h, out, accumulate)`` and ``colsum = Σ_rows out`` in the same pass
-        (the sum row after row, the order of :func:`column_sum`)."""
-        n, d = g.shape
-        for j in range(d):
-            colsum[j] = zero
-        for i in range(n):
-            for j in range(d):
-                x = h[i, j]
-                sg = sigmoid(x)
-                v = g[i, j] * (sg + x * sg * (one - sg))
-                if accumulate:
-                    v = out[i, j] + v
-                out[i, j] = v
-                colsum[j] += v
 
     @nb.njit(**opts)
     def forward(x, emb, z, w_in, b_in, w1, b1, w2, b2, w_out, b_out, h, a, u, au, out, nblocks):
