@@ -440,20 +440,23 @@ def test_conv2d_shape_errors():
 @settings(max_examples=6)
 @given(c_in=st.sampled_from([2, 4]), c_out=st.sampled_from([2, 4]), cl=st.booleans(), seed=seeds)
 def test_res_block(c_in, c_out, cl, seed):
-    rng = np.random.default_rng(seed)
+    shape = (2, 3, 3, c_in) if cl else (2, c_in, 3, 3)
+    check_res_block(np.random.default_rng(seed), c_in, c_out, shape, channels_last=cl)
+
+
+def check_res_block(rng, c_in, c_out, shape, **options):
+    """check_pair for a residual block with perturbed parameters (``options`` go to
+    ``res_block_forward``); returns the cache of one forward pass, for inspection."""
     p = blocks.res_block_params(rng, c_in, c_out, 3, np.float64)
     for key in p:  # non-trivial norms
         p[key] = p[key] + 0.3 * rng.standard_normal(p[key].shape)
-    shape = (2, 3, 3, c_in) if cl else (2, c_in, 3, 3)
     a = {"x": rng.standard_normal(shape), "emb": rng.standard_normal((2, 3))}
     a.update({f"p:{k}": v for k, v in p.items()})
 
     def fwd(x, emb, *vals):
         # One group: with one channel per group, GN₂ would remove the per-channel shift
         # that the embedding adds, and d/d(emb) would be exactly 0.
-        return blocks.res_block_forward(
-            x, emb, dict(zip(p, vals, strict=True)), 1, channels_last=cl
-        )
+        return blocks.res_block_forward(x, emb, dict(zip(p, vals, strict=True)), 1, **options)
 
     check_pair(
         fwd,
@@ -463,6 +466,7 @@ def test_res_block(c_in, c_out, cl, seed):
         input_names=["x", "emb"],
         param_names={f"p:{k}": k for k in p},
     )
+    return fwd(a["x"], a["emb"], *p.values())[1]
 
 
 @settings(max_examples=6)

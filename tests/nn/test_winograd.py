@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_layers import check_pair, naive_conv2d
+from test_layers import check_pair, check_res_block, naive_conv2d
 
-from npddpm.nn import blocks, conv
+from npddpm.nn import conv
 from npddpm.nn._winograd_kernels import kernels
 from npddpm.nn.winograd import (
     winograd_applicable,
@@ -176,30 +176,12 @@ def test_applicability_and_dispatch():
 @settings(max_examples=6)
 @given(c_in=st.sampled_from([2, 4]), c_out=st.sampled_from([2, 4]), seed=seeds)
 def test_res_block_with_winograd(c_in, c_out, seed):
-    rng = np.random.default_rng(seed)
-    p = blocks.res_block_params(rng, c_in, c_out, 3, np.float64)
-    for key in p:
-        p[key] = p[key] + 0.3 * rng.standard_normal(p[key].shape)
-    a = {"x": rng.standard_normal((2, 4, 2, c_in)), "emb": rng.standard_normal((2, 3))}
-    a.update({f"p:{k}": v for k, v in p.items()})
-
-    def fwd(x, emb, *vals):
-        return blocks.res_block_forward(
-            x,
-            emb,
-            dict(zip(p, vals, strict=True)),
-            1,
-            channels_last=True,
-            conv_algorithm="winograd",
-        )
-
-    _, cache = fwd(a["x"], a["emb"], *p.values())
-    assert type(cache[2]).__name__ == "WinogradCache"  # conv1 really ran by Winograd
-    check_pair(
-        fwd,
-        blocks.res_block_backward,
-        a,
-        rng,
-        input_names=["x", "emb"],
-        param_names={f"p:{k}": k for k in p},
+    cache = check_res_block(
+        np.random.default_rng(seed),
+        c_in,
+        c_out,
+        (2, 4, 2, c_in),
+        channels_last=True,
+        conv_algorithm="winograd",
     )
+    assert type(cache[2]).__name__ == "WinogradCache"  # conv1 really ran by Winograd
