@@ -7,13 +7,16 @@ See :func:`check`, the adapters in :mod:`npddpm.conformance.adapters`, and the t
 """
 
 from .adapters import Adapter, CallablesAdapter, DiffusersAdapter, ImprovedDiffusionAdapter
-from .check import DIAGNOSES, ConformanceError, Report, Row, assert_conforms, check
+from .checker import assert_conforms, check
+from .diagnoses import DIAGNOSES, Diagnosis
+from .report import ConformanceError, Report, Row
 
 __all__ = [
     "DIAGNOSES",
     "Adapter",
     "CallablesAdapter",
     "ConformanceError",
+    "Diagnosis",
     "DiffusersAdapter",
     "ImprovedDiffusionAdapter",
     "Report",

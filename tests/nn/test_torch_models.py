@@ -14,7 +14,7 @@ from npddpm.nn import MLP, UNet
 from npddpm.testing.gradcheck import relative_error
 
 torch = pytest.importorskip("torch")
-from torch_models import torch_mlp, torch_unet  # noqa: E402
+from .torch_models import torch_mlp, torch_unet  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_layers import check_pair, check_res_block, naive_conv2d
 
 from npddpm.nn import conv
 from npddpm.nn._winograd_kernels import kernels
@@ -20,6 +19,8 @@ from npddpm.nn.winograd import (
     winograd_conv_backward,
     winograd_conv_forward,
 )
+
+from .test_layers import check_pair, check_res_block, naive_conv2d
 
 seeds = st.integers(0, 2**32 - 1)
 cases = st.fixed_dictionaries(

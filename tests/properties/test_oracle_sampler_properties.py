@@ -59,7 +59,7 @@ def test_oracle_sampler_equals_affine_recursion(
 
     Zero terminal SNR (ᾱ = 0, e.g. T = 1 with β = 1) is excluded: ε-prediction cannot
     give x̂₀ there, and DDIM's re-derived ε is ∞/∞ under the default profile
-    (diffusers#3851); tests/test_samplers.py covers ᾱ = 0 with v-prediction."""
+    (diffusers#3851); tests/samplers/test_ancestral.py covers ᾱ = 0 with v-prediction."""
     assume(schedule.alphas_cumprod[-1] > 0)
     sampler, eta, variance = case
     d = GaussianDiffusion(schedule, mean_type=mean_type, var_type=var_type, profile=profile)

@@ -9,7 +9,7 @@ from scipy import stats
 
 from npddpm import GaussianDiffusion, Schedule
 from npddpm.analytic import GaussianMixture
-from npddpm.langevin import (
+from npddpm.samplers.langevin import (
     annealed_langevin,
     eps_from_score_fn,
     langevin,

@@ -12,7 +12,7 @@ so the same model drives ancestral sampling, annealed Langevin (Song & Ermon 201
 Algorithm 1) and predictor–corrector sampling (Song et al. 2021, Algorithm 2 with the
 DDPM ancestral predictor and the Langevin corrector's signal-to-noise step rule).
 
-Random numbers: the normals of step k are ``_step_noise(seed, k, …)`` and the Metropolis
+Random numbers: the normals of step k are ``step_noise(seed, k, …)`` and the Metropolis
 uniforms ``_step_uniform(seed, k, …)``, pure functions of (seed, k); ``noise=`` overrides
 the normals.
 """
@@ -25,8 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from . import rng
-from .diffusion import GaussianDiffusion
+from .. import kernels
+from ..diffusion import GaussianDiffusion
+from ..kernels import BACKENDS
+from ._common import check_kernel_path, step_noise
 
 __all__ = [
     "annealed_langevin",
@@ -38,14 +40,6 @@ __all__ = [
 
 Array = np.ndarray
 ScoreFn = Callable[[np.ndarray], np.ndarray]
-
-
-def _step_noise(seed: int, step: int, shape: tuple[int, ...], dtype) -> Array:
-    """Normals of step ``step``: the counter-based stream (seed, step) of :mod:`npddpm.rng`,
-    which the fused ``langevin_step`` kernel evaluates in-kernel on every backend."""
-    dt = np.dtype(dtype)
-    gen = dt if dt in (np.dtype(np.float32), np.dtype(np.float64)) else np.dtype(np.float64)
-    return rng.standard_normal(int(seed), int(step), shape, gen).astype(dt, copy=False)
 
 
 def _step_uniform(seed: int, step: int, n: int) -> Array:
@@ -162,8 +156,8 @@ def langevin(
     n = _count(n_steps, "n_steps")
     if not callable(score_fn):
         raise TypeError("score_fn must be callable as score_fn(x) -> grad log p(x)")
-    if backend not in ("numpy", "cpu", "cuda"):
-        raise ValueError(f"unknown backend {backend!r}; available backends: numpy, cpu, cuda")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; available backends: {', '.join(BACKENDS)}")
     if metropolis and not callable(log_prob):
         raise ValueError("metropolis=True needs log_prob= (a callable x -> log p(x), shape (B,))")
     x = np.array(x0, dtype=np.result_type(np.asarray(x0).dtype, np.float32), copy=True)
@@ -182,8 +176,6 @@ def langevin(
     sq = math.sqrt(delta)
     for k in range(n):
         if backend != "numpy":  # the fused kernel, noise in-kernel from (seed, stream = k)
-            from . import kernels
-
             z = None if noise is None else np.ascontiguousarray(noise[k], dtype=x.dtype)
             y = np.asarray(
                 kernels.langevin_step(
@@ -198,7 +190,7 @@ def langevin(
             )
             mean_x = x + (delta / 2) * s if metropolis else None
         else:
-            z = noise[k] if noise is not None else _step_noise(seed, k, x.shape, x.dtype)
+            z = noise[k] if noise is not None else step_noise(seed, k, x.shape, x.dtype)
             mean_x = x + (delta / 2) * s
             y = mean_x + sq * z
         if metropolis:
@@ -248,7 +240,7 @@ def _start(diffusion, denoiser, x_T_or_shape, seed):
     if not callable(denoiser):
         raise TypeError("denoiser must be callable as denoiser(x_t, t) -> model_output")
     if isinstance(x_T_or_shape, tuple):
-        return _step_noise(seed, 0, x_T_or_shape, np.float64)
+        return step_noise(seed, 0, x_T_or_shape, np.float64)
     x = np.array(x_T_or_shape, copy=True)
     if x.ndim < 2 or x.dtype.kind != "f":
         raise ValueError("x_T_or_shape must be a float array (B, ...) or a shape tuple")
@@ -287,7 +279,7 @@ def annealed_langevin(
     for t in range(diffusion.num_timesteps - 1, -1, -1):
         tb = np.full(B, t, dtype=np.int64)
         delta = lr * sig2[t] / sig2[0]
-        z = np.stack([_step_noise(seed, step + i, x.shape, x.dtype) for i in range(n_each)])
+        z = np.stack([step_noise(seed, step + i, x.shape, x.dtype) for i in range(n_each)])
         step += n_each
         x = langevin(
             lambda y, tb=tb: score(y, tb),
@@ -331,13 +323,11 @@ def predictor_corrector(
     corrector update and the predictor step in the fused kernels (same noise, same result).
     """
     n_corr = _count(n_corrector, "n_corrector", 0)
-    if backend not in ("numpy", "cpu", "cuda"):
-        raise ValueError(f"unknown backend {backend!r}; available backends: numpy, cpu, cuda")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; available backends: {', '.join(BACKENDS)}")
     kernel_lv = None
     if backend != "numpy":
-        from .samplers import _check_kernel_path
-
-        kernel_lv = _check_kernel_path(diffusion, backend, "model", None)
+        kernel_lv = check_kernel_path(diffusion, backend, "model", None)
     r = _positive(snr, "snr")
     x = _start(diffusion, denoiser, x_T_or_shape, seed)
     score = score_from_denoiser(diffusion, denoiser)
@@ -351,7 +341,7 @@ def predictor_corrector(
         for _ in range(n_corr):
             g = score(x, tb)
             calls += 1
-            z = _step_noise(seed, step, x.shape, x.dtype)
+            z = step_noise(seed, step, x.shape, x.dtype)
             step += 1
             gn = np.sqrt(np.sum(g**2, axis=axes))
             zn = np.sqrt(np.sum(z**2, axis=axes))
@@ -361,9 +351,7 @@ def predictor_corrector(
             else:
                 eps = 2 * s.alphas[t] * (r * zn.mean() / max(gn.mean(), 1e-300)) ** 2
             if backend != "numpy" and not per_example:  # (x + ε·g) + √(2ε)·z, fused
-                from . import kernels
-
-                x = np.asarray(
+                    x = np.asarray(
                     kernels.langevin_step(
                         np.ascontiguousarray(x),
                         np.ascontiguousarray(g.astype(x.dtype)),
@@ -376,11 +364,9 @@ def predictor_corrector(
                 x = x + eps * g + np.sqrt(2 * eps) * z
         out = denoiser(x, diffusion.model_timesteps(tb))
         calls += 1
-        z = _step_noise(seed, step, x.shape, x.dtype)
+        z = step_noise(seed, step, x.shape, x.dtype)
         step += 1
         if kernel_lv is not None:
-            from . import kernels
-
             x = np.asarray(
                 kernels.ddpm_step(
                     s,

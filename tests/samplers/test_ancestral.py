@@ -14,7 +14,7 @@ from scipy import stats
 
 from npddpm import GaussianDiffusion, Schedule
 from npddpm.analytic import GaussianMixture, sampler_affine_steps, sampler_moments
-from npddpm.samplers import _step_noise, ddim, ddpm
+from npddpm.samplers import ddim, ddpm, step_noise
 from npddpm.schedules import get_named_beta_schedule, rescale_zero_terminal_snr, space_timesteps
 from npddpm.verify import directions, mean_chi2_pvalue, mixture_2d, projection_ks_pvalues
 
@@ -57,8 +57,8 @@ def test_same_seed_same_samples_and_noise_indexing():
     assert np.all(a != c)
     # the documented schedule of draws: x_T is step 0, index t uses step T − t
     T = d.num_timesteps
-    x_T = _step_noise(3, 0, (8, 2), np.dtype(np.float64))
-    noise = np.stack([_step_noise(3, T - t, (8, 2), np.dtype(np.float64)) for t in range(T)])
+    x_T = step_noise(3, 0, (8, 2), np.dtype(np.float64))
+    noise = np.stack([step_noise(3, T - t, (8, 2), np.dtype(np.float64)) for t in range(T)])
     np.testing.assert_array_equal(ddpm(d, den, x_T, noise=noise, clip_denoised=False), a)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
-from ._checks import as_int
+from .._checks import as_int
 
 __all__ = ["PCA", "LogisticRegression", "flatten"]
 

@@ -1,4 +1,4 @@
-r"""Verification rows for the score-based samplers (:mod:`npddpm.langevin`).
+r"""Verification rows for the score-based samplers (:mod:`npddpm.samplers.langevin`).
 
 * ULA on N(μ, s²I) is the AR(1) chain x − μ ← ρ(x − μ) + √δ ε, ρ = 1 − δ/(2s²): its mean and
   variance after k steps are known exactly, and its stationary variance s²/(1 − δ/(4s²)) is
@@ -17,11 +17,10 @@ import math
 
 import numpy as np
 
-from .diffusion import GaussianDiffusion
-from .langevin import langevin, predictor_corrector
-from .samplers import ddpm
-from .schedules import Schedule, inference_timesteps
-from .verify import Row, directions, mixture_2d, projection_ks_pvalues
+from ..diffusion import GaussianDiffusion
+from ..samplers import ddpm, langevin, predictor_corrector
+from ..schedules import Schedule, inference_timesteps
+from .common import Row, directions, mixture_2d, projection_ks_pvalues
 
 __all__ = ["ALPHA_SCORE", "score_rows"]
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from npddpm import cli, verify
+from npddpm.analytic import GaussianMixture
 
 
 def test_full_command_passes_and_prints_a_table():
@@ -25,7 +26,7 @@ def test_full_command_passes_and_prints_a_table():
     assert len(rows) == 48 + 16
     assert sum(" exact " in x for x in rows) == 12
     assert any("mixture 16-D" in x for x in rows) and any("mixture 2-D" in x for x in rows)
-    # plus the score-based rows: 3 ULA, 1 MALA, 2 PC-vs-ancestral (npddpm/verify_score.py)
+    # plus the score-based rows: 3 ULA, 1 MALA, 2 PC-vs-ancestral (npddpm/verify/score.py)
     assert "70 checks, 0 failed" in r.stdout
     assert sum(x.startswith(("langevin ", "pc-vs-ddpm ")) for x in lines) == 6
     assert sum("learned_range" in x for x in rows) == 6
@@ -42,12 +43,12 @@ def test_quick_suite_rows_pass():
 def test_a_sampler_that_is_slightly_wrong_fails_the_moment_rows(monkeypatch):
     """A sampler whose output is off by 1e-7 (far below anything Monte Carlo could see)
     must fail the deterministic rows."""
-    real = verify.ddim
+    real = verify.suite.ddim
 
     def biased(*args, **kw):
         return real(*args, **kw) + 1e-7
 
-    monkeypatch.setattr(verify, "ddim", biased)
+    monkeypatch.setattr(verify.suite, "ddim", biased)
     rows = verify.moment_rows({"cosine": ("ddim10",)})
     assert len(rows) == 8 and all(r.passed == r.sampler.startswith("ddpm") for r in rows)
 
@@ -58,14 +59,14 @@ def test_chain_rows_flag_a_wrong_noise_level(monkeypatch):
     (observed p ≈ 2e-7 against the limit 1.8e-5). Measured, not asserted: in 16-D the
     oracle's pull towards the modes hides this error at x₀ (p ≈ 0.005); 30% is caught at
     t = 497 (p ≈ 2e-12). The projection tests are weakest for pure scale errors."""
-    real = verify.ddpm
+    real = verify.suite.ddpm
 
     def noisy(diffusion, denoiser, shape, *, seed, callback, **kw):
         T = diffusion.num_timesteps
         noise = 1.2 * np.random.default_rng(seed).standard_normal((T, *shape))
         return real(diffusion, denoiser, shape, seed=seed, noise=noise, callback=callback, **kw)
 
-    monkeypatch.setattr(verify, "ddpm", noisy)
+    monkeypatch.setattr(verify.suite, "ddpm", noisy)
     rows = verify.chain_rows(samplers=(("ddpm", 0.0),))
     assert rows[3].data == "mixture 2-D" and "x₀" in rows[3].metric and not rows[3].passed
 
@@ -73,13 +74,13 @@ def test_chain_rows_flag_a_wrong_noise_level(monkeypatch):
 def test_chain_rows_flag_a_biased_denoiser(monkeypatch):
     """A denoiser for data shifted by 0.1 in every coordinate (≈ 10% of the data std)
     must fail the output rows of both data sets (observed p ≈ 3e-24 and 7e-159)."""
-    real = verify.GaussianMixture.denoiser
+    real = GaussianMixture.denoiser
 
     def biased(self, diffusion):
-        shifted = verify.GaussianMixture(self.weights, self.means + 0.1, self.covariances)
+        shifted = GaussianMixture(self.weights, self.means + 0.1, self.covariances)
         return real(shifted, diffusion)
 
-    monkeypatch.setattr(verify.GaussianMixture, "denoiser", biased)
+    monkeypatch.setattr(GaussianMixture, "denoiser", biased)
     rows = verify.chain_rows(samplers=(("ddpm", 0.0),))
     outputs = [r for r in rows if "x₀" in r.metric]
     assert len(outputs) == 2 and not any(r.passed for r in outputs)

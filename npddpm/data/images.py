@@ -12,8 +12,8 @@ from importlib import resources
 
 import numpy as np
 
-from ._checks import as_int, choose
-from ._datasets import Dataset, as_rng
+from .._checks import as_int, choose
+from .base import Dataset, as_rng
 
 __all__ = ["BarsAndStripes", "Digits"]
 
@@ -26,7 +26,7 @@ _DIGITS_SHA256 = {
 
 
 def _load_digits() -> dict[str, np.ndarray]:
-    path = resources.files("npddpm") / "_data" / "digits.npz"
+    path = resources.files("npddpm.data") / "_data" / "digits.npz"
     with resources.as_file(path) as p, np.load(p, allow_pickle=False) as f:
         arrays = {k: f[k] for k in _DIGITS_SHA256}
     for key, want in _DIGITS_SHA256.items():
@@ -43,7 +43,8 @@ class Digits(Dataset):
     r"""``digits``: the 8×8 UCI optical-recognition handwritten digits (Alpaydin & Kaynak 1998).
 
     1797 images with 17 grey levels ``v ∈ {0, …, 16}``, mapped to ``x = v/8 − 1 ∈ [−1, 1]``.
-    The packaged copy (``npddpm/_data/digits.npz``, CC BY 4.0, see ``_data/DIGITS_LICENSE.txt``)
+    The packaged copy (``npddpm/data/_data/digits.npz``, CC BY 4.0, see
+    ``_data/DIGITS_LICENSE.txt``)
     carries a fixed stratified split: per class, 40 % (rounded) of the images are the test
     split, chosen by a permutation with seed 20260101 — 1078 train and 719 test images.
 

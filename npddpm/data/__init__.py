@@ -36,10 +36,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ._checks import choose
-from ._datasets import Dataset
-from ._images import BarsAndStripes, Digits
-from ._toy2d import (
+from .._checks import choose
+from .base import Dataset
+from .images import BarsAndStripes, Digits
+from .toy2d import (
     Checkerboard,
     Circles,
     GaussianMixtureData,

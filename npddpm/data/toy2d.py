@@ -23,8 +23,8 @@ import math
 import numpy as np
 from scipy.special import i0e, logsumexp
 
-from ._checks import as_int
-from ._datasets import Dataset, as_points
+from .._checks import as_int
+from .base import Dataset, as_points
 
 __all__ = [
     "Checkerboard",
@@ -142,7 +142,7 @@ class GaussianMixtureData(Dataset):
     @property
     def distribution(self):
         """The mixture as an :class:`npddpm.analytic.GaussianMixture` (built on first use)."""
-        from .analytic import GaussianMixture  # lazy: analytic is on another branch
+        from ..analytic import GaussianMixture  # lazy: analytic is on another branch
 
         return GaussianMixture(self.weights, self.means, self.covariances)
 

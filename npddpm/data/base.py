@@ -7,7 +7,7 @@ import numbers
 
 import numpy as np
 
-from ._checks import as_int
+from .._checks import as_int
 
 __all__ = ["Dataset", "as_points", "as_rng"]
 

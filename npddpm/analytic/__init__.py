@@ -1,0 +1,15 @@
+r"""The analytic oracle: Gaussian-mixture data, its exact noised marginals, the optimal
+denoiser (:mod:`.mixture`), and the exact output moments of the samplers it drives
+(:mod:`.moments`).
+"""
+
+from .mixture import GaussianMixture, OracleDenoiser
+from .moments import SamplerMoments, sampler_affine_steps, sampler_moments
+
+__all__ = [
+    "GaussianMixture",
+    "OracleDenoiser",
+    "SamplerMoments",
+    "sampler_affine_steps",
+    "sampler_moments",
+]

@@ -1,0 +1,71 @@
+"""The result of a conformance check: one :class:`Row` per quantity and t-range, gathered in a
+:class:`Report`, and the :class:`ConformanceError` that :func:`npddpm.conformance.assert_conforms`
+raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ConformanceError", "Report", "Row"]
+
+
+class ConformanceError(AssertionError):
+    """Raised by :func:`assert_conforms`; the message is the report's table."""
+
+
+@dataclass
+class Row:
+    quantity: str
+    t_range: str
+    max_abs: float
+    max_rel: float
+    worst_ratio: float  # max |error| / tolerance
+    verdict: str  # "ok", "known", "FAIL", "skipped"
+    diagnosis: str = ""
+    source: str = ""
+
+
+@dataclass
+class Report:
+    adapter: str
+    rows: list[Row]
+
+    @property
+    def conforms(self) -> bool:
+        return all(r.verdict in ("ok", "known", "skipped") for r in self.rows)
+
+    @property
+    def failures(self) -> list[Row]:
+        return [r for r in self.rows if r.verdict == "FAIL"]
+
+    @property
+    def known(self) -> list[Row]:
+        return [r for r in self.rows if r.verdict == "known"]
+
+    def faults(self) -> set[str]:
+        """Names of the faults diagnosed in failing rows."""
+        return {r.diagnosis for r in self.failures if r.diagnosis}
+
+    def table(self) -> str:
+        head = f"{'quantity':<24} {'t':<14} {'max abs':>10} {'max rel':>10} {'err/tol':>8}  verdict"
+        lines = [f"conformance of {self.adapter}", head, "-" * len(head)]
+        for r in self.rows:
+            if r.verdict == "known":
+                continue
+            verdict = r.verdict + (f" — {r.diagnosis}" if r.diagnosis else "")
+            lines.append(
+                f"{r.quantity:<24} {r.t_range:<14} {r.max_abs:>10.3g} "
+                f"{r.max_rel:>10.3g} {r.worst_ratio:>8.3g}  {verdict}"
+            )
+        if self.known:
+            lines += ["", "known divergences (documented; not failures):"]
+            groups: dict[tuple[str, str], list[str]] = {}
+            for r in self.known:
+                groups.setdefault((r.diagnosis, r.source), []).append(f"{r.quantity} {r.t_range}")
+            for (diag, source), where in groups.items():
+                lines.append(f"  - {diag}")
+                lines.append(f"      where: {', '.join(where)}")
+                lines.append(f"      source: {source}")
+        ok = "CONFORMS" if self.conforms else f"DOES NOT CONFORM ({len(self.failures)} rows)"
+        lines += ["", ok]
+        return "\n".join(lines)

@@ -1,0 +1,163 @@
+"""What the samplers share: argument set-up, the per-step noise, the fused-kernel gate, the
+reverse loop and the exact-variance noise. Private to :mod:`npddpm.samplers`."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from .. import rng
+from .._checks import choose
+from ..diffusion import GaussianDiffusion
+from ..kernels import BACKENDS
+
+__all__ = [
+    "check_kernel_path",
+    "exact_noise",
+    "kernel_log_variance",
+    "run_loop",
+    "setup",
+    "step_noise",
+]
+
+Array = np.ndarray
+
+
+def step_noise(seed: int, step: int, shape: tuple[int, ...], dtype: np.dtype) -> Array:
+    """Standard normal noise for ``step`` under ``seed``: a pure function of (seed, step).
+
+    The single place where samplers draw random numbers: the counter-based generator
+    (:func:`npddpm.rng.standard_normal`, Philox4x32-10, stream = step) that the ``cpu`` and
+    ``cuda`` kernels evaluate in-kernel, so every backend uses the same noise.
+    """
+    dt = np.dtype(dtype)
+    gen_dtype = dt if dt in (np.dtype(np.float32), np.dtype(np.float64)) else np.float64
+    return rng.standard_normal(int(seed), int(step), shape, gen_dtype).astype(dt, copy=False)
+
+
+def kernel_log_variance(diffusion: GaussianDiffusion) -> Array | None:
+    """The per-timestep log σ² the fused kernels use, or None if the kernels cannot run this
+    diffusion (they implement ε-models with fixed variances, improved-diffusion semantics)."""
+    p = diffusion.profile
+    if (
+        diffusion.mean_type != "eps"
+        or diffusion.var_type not in ("fixed_small", "fixed_large")
+        or p.last_step_noise != "index"
+        or p.xstart_from_eps != "recip"
+        or not p.ddim_rederive_eps
+    ):
+        return None
+    key = "small_logvar" if diffusion.var_type == "fixed_small" else "large_logvar"
+    return np.asarray(diffusion._tab[key])
+
+
+def check_kernel_path(diffusion, backend, variance, denoised_fn) -> Array | None:
+    if backend == "numpy":
+        return None
+    lv = kernel_log_variance(diffusion)
+    if lv is None or variance != "model" or denoised_fn is not None:
+        raise ValueError(
+            f"backend={backend!r} runs the fused kernels, which implement ε-prediction with "
+            "fixed_small/fixed_large variances, variance='model' and no denoised_fn "
+            f"(got mean_type={diffusion.mean_type!r}, var_type={diffusion.var_type!r}, "
+            f"variance={variance!r}); use backend='numpy' for this configuration"
+        )
+    return lv
+
+
+def setup(diffusion, denoiser, x_T_or_shape, seed, noise, backend, variance):
+    if not isinstance(diffusion, GaussianDiffusion):
+        raise TypeError(
+            f"diffusion must be an npddpm.GaussianDiffusion, got {type(diffusion).__name__}"
+        )
+    if not callable(denoiser):
+        raise TypeError("denoiser must be callable as denoiser(x_t, t) -> model_output")
+    if backend not in BACKENDS:
+        raise ValueError(
+            f"backend {backend!r} is not available; available backends: {', '.join(BACKENDS)}"
+        )
+    variance = choose(variance, "variance", ("model", "exact"))
+    if variance == "exact" and not callable(getattr(denoiser, "x0_covariance", None)):
+        raise ValueError(
+            "variance='exact' needs a denoiser with an x0_covariance(x_t, t) method, such as "
+            "GaussianMixture.denoiser(diffusion); use variance='model' for other denoisers"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(x_T_or_shape, np.ndarray):
+        x = diffusion._x(x_T_or_shape, "x_T").copy()
+    else:
+        try:
+            shape = tuple(x_T_or_shape)
+        except TypeError:
+            shape = None
+        if shape is None or not all(
+            isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in shape
+        ):
+            raise TypeError(
+                "x_T_or_shape must be a NumPy array x_T or a shape tuple of ints such as "
+                f"(B, D), got {x_T_or_shape!r:.60}"
+            )
+        shape = tuple(int(n) for n in shape)
+        if len(shape) < 2 or min(shape) < 1:
+            raise ValueError(f"shape must be (B, ...) with positive sizes, got {shape}")
+        x = step_noise(seed, 0, shape, np.dtype(np.float64))
+    T = diffusion.num_timesteps
+    if noise is not None:
+        noise = np.asarray(noise)
+        if noise.shape != (T, *x.shape):
+            raise ValueError(
+                f"noise must have shape (T, *x_T.shape) = {(T, *x.shape)} (noise[t] is used "
+                f"by the step from index t), got {noise.shape}"
+            )
+    return x, noise, variance
+
+
+def exact_noise(denoiser, x, tb, orig, P, S, z):
+    """``sqrtm(S·I + P²·Cov[x₀|x_t]) @ z`` per row (symmetric square root, via eigh)."""
+    B = x.shape[0]
+    cov = denoiser.x0_covariance(x, orig)
+    D = cov.shape[-1]
+    if cov.shape != (B, D, D) or D != int(np.prod(x.shape[1:])):
+        raise ValueError(
+            f"denoiser.x0_covariance returned shape {cov.shape}, expected {(B, D, D)} with "
+            f"D = {int(np.prod(x.shape[1:]))} values per row"
+        )
+    full = P[:, None, None] ** 2 * cov + S[:, None, None] * np.eye(D)
+    w, V = np.linalg.eigh(full)
+    root = np.einsum("bij,bj,bkj->bik", V, np.sqrt(np.maximum(w, 0.0)), V)
+    zf = z.reshape(B, D).astype(np.float64)
+    return np.einsum("bij,bj->bi", root, zf).reshape(x.shape)
+
+
+def run_loop(
+    name, diffusion, denoiser, x, seed, noise, step_fn, progress, callback, traj, in_kernel=False
+):
+    T = diffusion.num_timesteps
+    out_traj = [x.copy()] if traj else None
+    for i, t in enumerate(range(T - 1, -1, -1), start=1):
+        tb = np.full(x.shape[0], t, dtype=np.int64)
+        if noise is not None:
+            z = noise[t].astype(x.dtype, copy=False)
+        elif in_kernel:
+            z = None  # drawn inside the kernel from (seed, stream = i)
+        else:
+            z = step_noise(seed, i, x.shape, x.dtype)
+        orig = diffusion.model_timesteps(tb)
+        model_output = np.asarray(denoiser(x, orig))
+        if in_kernel and model_output.dtype != x.dtype:
+            model_output = model_output.astype(x.dtype)
+        x, pred_xstart = step_fn(model_output, x, tb, orig, z, i)
+        if callback is not None:
+            callback(
+                {"i": i - 1, "t": t, "timestep": int(orig[0]), "x": x, "pred_xstart": pred_xstart}
+            )
+        if traj:
+            out_traj.append(x.copy())
+        if progress:
+            end = "\n" if i == T else ""
+            print(f"\r{name}: step {i}/{T}", end=end, file=sys.stderr, flush=True)
+    if traj:
+        return x, np.stack(out_traj)
+    return x
