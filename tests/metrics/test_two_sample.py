@@ -1,4 +1,6 @@
-"""Tests of npddpm.metrics against closed forms, brute-force loops and null distributions.
+"""Tests of npddpm.metrics.two_sample (sliced Wasserstein, energy distance, MMD², C2ST,
+precision/recall/density/coverage) against closed forms, brute-force loops and null
+distributions.
 
 Every statistical test uses fixed seeds. The standard deviations quoted were measured over
 20 independent replicates at the same sizes; a tolerance of 4.5 sd has a false-failure
@@ -9,7 +11,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy import linalg, stats
+from scipy import stats
 from scipy.special import gamma
 
 from npddpm import data
@@ -238,169 +240,3 @@ def test_precision_recall_detects_mode_dropping_and_disjoint_sets():
     assert got.precision > 0.98 and got.recall == pytest.approx(7 / 8, abs=0.03)
     far = M.precision_recall(normal(0, 100, 2, 100.0), normal(1, 100, 2))
     assert far.precision == far.recall == far.coverage == far.density == 0.0
-
-
-# --- exact NLL ------------------------------------------------------------------------------------
-
-
-def test_neg_log_likelihood_of_real_samples_is_the_entropy():
-    # Entropy of 8gaussians by grid integration with scipy's densities (independent of
-    # npddpm's log_prob). 4 standard errors (false failure 6e-5); detects 0.09 nats.
-    ds = data.get("8gaussians")
-    h = 0.04
-    g = np.arange(-5.6, 5.6, h) + h / 2
-    pts = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
-    p = sum(
-        w * stats.multivariate_normal(m, c).pdf(pts)
-        for w, m, c in zip(ds.weights, ds.means, ds.covariances, strict=True)
-    )
-    entropy = -np.sum(p * np.log(np.maximum(p, 1e-300))) * h * h
-    mean, se = M.neg_log_likelihood(ds, ds.sample(4000, rng=5))
-    assert abs(mean - entropy) < 4 * se
-    mean, se = M.entropy_estimate(ds, 100_000, rng=6)  # se 0.003: detects 0.012 nats
-    assert abs(mean - entropy) < 4 * se
-    # 2.8316: below log 8 + log(2πe·0.125) = 2.8379, the value for disjoint components,
-    # because neighbouring means are only 6.1σ apart and their tails overlap.
-    assert 2.825 < entropy < math.log(8) + math.log(2 * math.pi * math.e * 0.125) - 0.003
-
-
-def test_neg_log_likelihood_and_support_off_the_data():
-    cb = data.get("checkerboard")
-    assert M.neg_log_likelihood(cb, np.array([[0.5, 0.5], [0.5, -1.0]]))[0] == math.inf
-    assert M.inside_support_rate(cb, cb.sample(1000, rng=0)) == 1.0
-    x = cb.sample(4000, rng=1)
-    gauss = np.random.default_rng(2).multivariate_normal(x.mean(0), np.cov(x.T), 4000)
-    assert M.inside_support_rate(cb, gauss) < 0.6
-    with pytest.raises(ValueError, match="no exact density"):
-        M.neg_log_likelihood(data.get("digits"), np.zeros((2, 64)))
-
-
-# --- Fréchet distance, PCA, classifier, copying ------------------------------------------
-
-
-def test_frechet_distance_matches_scipy_sqrtm():
-    x, y = normal(0, 500, 4) @ np.diag([1, 2, 0.5, 1]), normal(1, 400, 4, 0.3)
-    a, b = np.cov(x.T), np.cov(y.T)
-    want = np.sum((x.mean(0) - y.mean(0)) ** 2) + np.trace(a + b - 2 * linalg.sqrtm(a @ b).real)
-    assert M.frechet_distance(x, y) == pytest.approx(want, rel=1e-9)
-    # 1-D: (μx − μy)² + (σx − σy)².
-    u, v = normal(2, 300, 1) * 2 + 1, normal(3, 300, 1)
-    assert M.frechet_distance(u, v) == pytest.approx(
-        (u.mean() - v.mean()) ** 2 + (u.std(ddof=1) - v.std(ddof=1)) ** 2, rel=1e-10
-    )
-
-
-def test_pca_matches_the_covariance_eigendecomposition():
-    x = normal(0, 400, 6) @ np.random.default_rng(1).standard_normal((6, 6))
-    pca = M.PCA(3).fit(x)
-    w, v = np.linalg.eigh(np.cov(x.T))
-    assert np.allclose(pca.explained_variance_, w[::-1][:3], rtol=1e-10)
-    assert np.allclose(np.abs(pca.components_ @ v[:, ::-1][:, :3]), np.eye(3), atol=1e-8)
-    z = pca.transform(x)
-    assert np.allclose(np.cov(z.T), np.diag(pca.explained_variance_), atol=1e-9)
-    with pytest.raises(ValueError, match="exceeds"):
-        M.PCA(7).fit(x)
-
-
-def test_logistic_regression_gradient_by_central_differences():
-    rng = np.random.default_rng(0)
-    x, y = rng.standard_normal((30, 4)), rng.integers(0, 3, 30)
-    clf = M.LogisticRegression(l2=0.1)
-    onehot = np.eye(3)[y]
-    p = rng.standard_normal(15)
-    _, g = clf.loss_and_grad(p, x, onehot)
-    eps = 1e-6
-    fd = np.array(
-        [
-            (
-                clf.loss_and_grad(p + eps * e, x, onehot)[0]
-                - clf.loss_and_grad(p - eps * e, x, onehot)[0]
-            )
-            / (2 * eps)
-            for e in np.eye(15)
-        ]
-    )
-    assert np.allclose(g, fd, rtol=1e-7, atol=1e-9)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return data.get("digits")
-
-
-@pytest.fixture(scope="module")
-def classifier():
-    return M.digits_classifier()
-
-
-def test_digits_classifier_accuracy_and_class_coverage(digits, classifier):
-    test = digits.images("test")
-    acc = np.mean(classifier.predict(test) == digits.labels("test"))
-    assert acc > 0.95  # measured 0.965 on the 719 test images
-    cov = M.class_coverage(test, classifier)
-    assert cov["n_classes_produced"] == 10 and cov["min_share"] > 0.08
-    only_sevens = test[digits.labels("test") == 7]
-    assert M.class_coverage(only_sevens, classifier)["n_classes_produced"] <= 3
-
-
-def test_digits_floors_and_copy_detection(digits):
-    train = digits.images("train")
-    # Held-out images are at a typical distance from train; copies are at exactly 0.
-    assert np.median(M.nearest_distance(digits.images("test"), train)) > 1.0
-    assert np.all(M.nearest_distance(train[:50], train) == 0.0)
-    c2st = M.real_vs_real(M.c2st_1nn, digits, 719, rng=0)
-    assert 0.45 <= c2st.mean <= 0.55 and c2st.n == 719
-    assert M.c2st_1nn(train[:719], train) < 0.25  # copies of train, C2ST against train
-    pca = M.digits_pca(20)
-    fd = M.real_vs_real(
-        lambda a, b: M.frechet_distance(pca.transform(a), pca.transform(b)), digits, 719, rng=1
-    )
-    # Floor measured 0.176 ± 0.011 over 5 repeats (test split against 719 training images).
-    assert 0.1 < fd.mean < 0.3
-
-
-def test_real_vs_real_repeats_and_validation():
-    ds = data.get("8gaussians")
-    fl = M.real_vs_real(M.energy_distance, ds, 500, rng=0, repeats=3)
-    assert len(fl.values) == 3 and fl.std > 0 and abs(fl.mean) < 0.02
-    with pytest.raises(ValueError, match="n must be >= 2"):
-        M.real_vs_real(M.energy_distance, ds, 1, rng=0)
-    with pytest.raises(ValueError, match="same number of features"):
-        M.energy_distance(np.zeros((3, 2)), np.zeros((3, 3)))
-
-
-# --- evaluate: every metric beside its floor --------------------------------------------------
-
-
-def test_evaluate_points_flags_a_dropped_mode():
-    ds = data.get("8gaussians")
-    good = M.evaluate(ds, ds.sample(1000, rng=1), rng=2)
-    assert set(good) >= {"energy", "sliced_w1", "mmd2", "c2st", "precision", "recall", "nll"}
-    assert all(set(v) == {"value", "floor"} for v in good.values())
-    # A sample with one of the 8 modes missing: recall and coverage fall by ≈ 1/8, SW1 and
-    # the energy distance rise well above their floors; E[−log p] does not (it rewards
-    # dropping modes), which is why it is reported beside recall.
-    x = ds.sample(1200, rng=3)
-    bad = M.evaluate(ds, x[x[:, 0] < 2.0][:1000], rng=2)
-    assert bad["recall"]["value"] < bad["recall"]["floor"] - 0.08
-    assert bad["energy"]["value"] > 10 * abs(bad["energy"]["floor"]) + 0.01
-    assert bad["nll"]["value"] < bad["nll"]["floor"] + 0.1
-    cb = M.evaluate(data.get("checkerboard"), np.zeros((50, 2)) + 0.5, rng=0)
-    assert cb["inside_support"] == {"value": 1.0, "floor": 1.0}
-
-
-def test_evaluate_images(digits, classifier):
-    train = digits.images("train")
-    pca = M.digits_pca(20)
-    r = M.evaluate(digits, train[:719], rng=0, pca=pca, classifier=classifier)
-    # Copies of training images: C2ST against train far below its ≈ 0.5 floor, zero
-    # distance to the nearest training image.
-    assert r["c2st_vs_train"]["value"] < 0.3 < 0.45 < r["c2st_vs_train"]["floor"]
-    assert r["median_nn_train"]["value"] == 0.0 < r["median_nn_train"]["floor"]
-    assert r["classes"] == {"value": 10.0, "floor": 10.0}
-    bs = data.get("bars_and_stripes")
-    x = bs.sample(60, rng=0)
-    x[:30, 0, 0, 0] *= -1  # one flipped pixel makes an image invalid
-    r = M.evaluate(bs, x, rng=0)
-    assert r["valid"] == {"value": 0.5, "floor": 1.0}
-    assert r["patterns"]["value"] <= 30
