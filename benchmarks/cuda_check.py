@@ -30,8 +30,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import npddpm.kernels as K
-from npddpm import Schedule, rng
-from npddpm.kernels import config, reference
+from npddpm import Schedule, _numba, rng
+from npddpm.kernels import reference
 
 FAILURES: list[str] = []
 
@@ -87,9 +87,9 @@ def run_checks(schedule: Schedule) -> None:
             check(within(got, call(noise=z_dev), 8), f"{name} {dt.__name__} in-kernel noise")
             shapes = []
             for tpb, blocks in ((32, 3), (256, 4096), (1024, 7)):
-                config.CUDA_THREADS_PER_BLOCK, config.CUDA_MAX_BLOCKS = tpb, blocks
+                _numba.CUDA_THREADS_PER_BLOCK, _numba.CUDA_MAX_BLOCKS = tpb, blocks
                 shapes.append(call(seed=9, stream=2, backend="cuda"))
-            config.CUDA_THREADS_PER_BLOCK, config.CUDA_MAX_BLOCKS = 256, 4096
+            _numba.CUDA_THREADS_PER_BLOCK, _numba.CUDA_MAX_BLOCKS = 256, 4096
             same = all(np.array_equal(s, shapes[0]) for s in shapes)
             check(same, f"{name} {dt.__name__} independent of launch shape")
 
@@ -140,8 +140,8 @@ def run_timing(schedule: Schedule, n: int, row: int, repeat: int) -> list[dict]:
     q_co = dev(reference.q_sample_coefficients(schedule, t, dt))
     p_co = dev(reference.ddpm_coefficients(schedule, t, lv, dt))
     i_co = dev(reference.ddim_coefficients(schedule, t, 1.0, dt))
-    blocks, tpb = config.cuda_launch_shape(n)
-    rblocks, rtpb = config.cuda_launch_shape((n + 3) // 4)
+    blocks, tpb = _numba.cuda_launch_shape(n)
+    rblocks, rtpb = _numba.cuda_launch_shape((n + 3) // 4)
     d_flat = cuda.device_array(n, dt)
 
     cases = {

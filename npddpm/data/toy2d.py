@@ -73,9 +73,9 @@ def _curve_gauss_logpdf(
     """
     global _CURVE_KERNEL
     if _CURVE_KERNEL is None:
-        import numba  # imported on first use so that importing npddpm compiles nothing
+        from .._numba import cpu_jit  # Numba is imported on first use, not with npddpm
 
-        _CURVE_KERNEL = numba.njit(cache=True, nogil=True)(_curve_gauss_logpdf_py)
+        _CURVE_KERNEL = cpu_jit(cache=True, error_model="python")(_curve_gauss_logpdf_py)
     return _CURVE_KERNEL(x, pts, logw, float(sigma))
 
 

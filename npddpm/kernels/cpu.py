@@ -5,7 +5,7 @@ whose expressions are evaluated here in the same order, so with fastmath off the
 are bitwise equal. Arrays are 2-D ``(B, D)`` and C-contiguous; per-row coefficients are
 ``(B,)`` arrays of the array dtype. Nothing here validates (the public wrapper in
 :mod:`npddpm.kernels.dispatch` does). Importing this module compiles nothing; each kernel
-compiles on its first call for each dtype (and is cached, see :mod:`.config`).
+compiles on its first call for each dtype (and is cached, see :mod:`npddpm._numba`).
 
 In-kernel noise: each row is processed in chunks of :data:`CHUNK` elements. For a chunk with
 flat indices ``[i, i + n)``, :func:`normals_into` writes the normals into a per-thread
@@ -24,14 +24,14 @@ from numba import get_thread_id, prange, types
 from numba.extending import overload
 
 from .. import rng
-from .config import cpu_jit
+from .._numba import cpu_jit
 
 _MASK = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
 
-philox4x32_10 = cpu_jit(inline=True)(rng.philox4x32_10_words)
-_box_muller_f32 = cpu_jit(inline=True)(rng.box_muller_f32)
-_box_muller_f64 = cpu_jit(inline=True)(rng.box_muller_f64)
+philox4x32_10 = cpu_jit(inline=True, boundscheck=False)(rng.philox4x32_10_words)
+_box_muller_f32 = cpu_jit(inline=True, boundscheck=False)(rng.box_muller_f32)
+_box_muller_f64 = cpu_jit(inline=True, boundscheck=False)(rng.box_muller_f64)
 
 
 def box_muller(w0, w1, like):
@@ -47,7 +47,7 @@ def _box_muller_overload(w0, w1, like):
     return lambda w0, w1, like: _box_muller_f64(w0, w1)
 
 
-@cpu_jit(inline=True)
+@cpu_jit(inline=True, boundscheck=False)
 def _normal4_inline(q, k0, k1, s0, s1, like):
     """The four normals of Philox block ``q`` (elements ``4q … 4q + 3``)."""
     uq = np.uint64(q)
@@ -57,13 +57,13 @@ def _normal4_inline(q, k0, k1, s0, s1, like):
     return z0, z1, z2, z3
 
 
-@cpu_jit()
+@cpu_jit(boundscheck=False)
 def normal4(q, k0, k1, s0, s1, like):
     """:func:`_normal4_inline` as a called function (for the partial blocks)."""
     return _normal4_inline(q, k0, k1, s0, s1, like)
 
 
-@cpu_jit()
+@cpu_jit(boundscheck=False)
 def normals_into(i, n, k0, k1, s0, s1, buf):
     """``buf[m] = z(i + m)`` for ``m < n``: the normals of flat indices ``[i, i + n)``.
 
@@ -90,7 +90,7 @@ def normals_into(i, n, k0, k1, s0, s1, buf):
         _partial_block(q, i, i_end, k0, k1, s0, s1, buf)
 
 
-@cpu_jit()
+@cpu_jit(boundscheck=False)
 def _partial_block(q, i, i_end, k0, k1, s0, s1, buf):
     z = normal4(q, k0, k1, s0, s1, buf)
     for lane in range(4):
@@ -99,7 +99,7 @@ def _partial_block(q, i, i_end, k0, k1, s0, s1, buf):
             buf[g - i] = z[lane]
 
 
-@cpu_jit()
+@cpu_jit(boundscheck=False)
 def random_words(n, k0, k1, s0, s1, out):
     """``out[i] = word(i)`` for ``i < n`` (the uint32 stream, for the tests)."""
     for q in range((n + 3) // 4):
@@ -114,7 +114,7 @@ def random_words(n, k0, k1, s0, s1, out):
 CHUNK = 512
 
 
-@cpu_jit(parallel=True)
+@cpu_jit(parallel=True, boundscheck=False)
 def standard_normal_flat(k0, k1, s0, s1, out):
     """Fill a 1-D array with the normals of its indices, ``CHUNK`` at a time in parallel."""
     n = out.size
@@ -137,7 +137,7 @@ def standard_normal(seed: int, stream: int, shape: tuple[int, ...], dtype) -> np
 # --------------------------------------------------------------------------------------
 
 
-@cpu_jit(inline=True)
+@cpu_jit(inline=True, boundscheck=False)
 def _x0_hat(x, e, c_recip, c_recipm1, clip, one):
     v = c_recip * x - c_recipm1 * e
     if clip:
@@ -148,13 +148,13 @@ def _x0_hat(x, e, c_recip, c_recipm1, clip, one):
     return v
 
 
-@cpu_jit(inline=True)
+@cpu_jit(inline=True, boundscheck=False)
 def _ddpm(x, e, z, c_recip, c_recipm1, c1, c2, s, clip, one):
     x0 = _x0_hat(x, e, c_recip, c_recipm1, clip, one)
     return (c1 * x0 + c2 * x) + s * z
 
 
-@cpu_jit(inline=True)
+@cpu_jit(inline=True, boundscheck=False)
 def _ddim(x, e, z, c_recip, c_recipm1, c_prev, c_dir, s, clip, one):
     x0 = _x0_hat(x, e, c_recip, c_recipm1, clip, one)
     eps_hat = (c_recip * x - x0) / c_recipm1
@@ -166,7 +166,7 @@ def _ddim(x, e, z, c_recip, c_recipm1, c_prev, c_dir, s, clip, one):
 # --------------------------------------------------------------------------------------
 
 
-@cpu_jit(parallel=True)
+@cpu_jit(parallel=True, boundscheck=False)
 def q_sample(x0, z, a, b, out):
     B, D = out.shape
     for r in prange(B):
@@ -176,7 +176,7 @@ def q_sample(x0, z, a, b, out):
             out[r, j] = ar * x0[r, j] + br * z[r, j]
 
 
-@cpu_jit(parallel=True)
+@cpu_jit(parallel=True, boundscheck=False)
 def ddpm_step(x, eps, z, c_recip, c_recipm1, c1, c2, s, clip, out):
     B, D = out.shape
     one = out.dtype.type(1.0)
@@ -186,7 +186,7 @@ def ddpm_step(x, eps, z, c_recip, c_recipm1, c1, c2, s, clip, out):
             out[r, j] = _ddpm(x[r, j], eps[r, j], z[r, j], cr, crm, k1, k2, sr, clip, one)
 
 
-@cpu_jit(parallel=True)
+@cpu_jit(parallel=True, boundscheck=False)
 def ddim_step(x, eps, z, c_recip, c_recipm1, c_prev, c_dir, s, clip, out):
     B, D = out.shape
     one = out.dtype.type(1.0)
@@ -196,7 +196,7 @@ def ddim_step(x, eps, z, c_recip, c_recipm1, c_prev, c_dir, s, clip, out):
             out[r, j] = _ddim(x[r, j], eps[r, j], z[r, j], cr, crm, cp, cd, sr, clip, one)
 
 
-@cpu_jit(parallel=True)
+@cpu_jit(parallel=True, boundscheck=False)
 def langevin_step(x, g, z, a, b, out):
     B, D = out.shape
     for r in prange(B):
@@ -211,7 +211,7 @@ def langevin_step(x, g, z, a, b, out):
 # --------------------------------------------------------------------------------------
 
 
-@cpu_jit(parallel=True)
+@cpu_jit(parallel=True, boundscheck=False)
 def q_sample_rng(x0, a, b, k0, k1, s0, s1, scratch, out):
     B, D = out.shape
     for r in prange(B):
@@ -225,7 +225,7 @@ def q_sample_rng(x0, a, b, k0, k1, s0, s1, scratch, out):
                 out[r, c + m] = ar * x0[r, c + m] + br * z[m]
 
 
-@cpu_jit(parallel=True)
+@cpu_jit(parallel=True, boundscheck=False)
 def ddpm_step_rng(x, eps, c_recip, c_recipm1, c1, c2, s, clip, k0, k1, s0, s1, scratch, out):
     B, D = out.shape
     one = out.dtype.type(1.0)
@@ -240,7 +240,7 @@ def ddpm_step_rng(x, eps, c_recip, c_recipm1, c1, c2, s, clip, k0, k1, s0, s1, s
                 out[r, j] = _ddpm(x[r, j], eps[r, j], z[m], cr, crm, m1, m2, sr, clip, one)
 
 
-@cpu_jit(parallel=True)
+@cpu_jit(parallel=True, boundscheck=False)
 def ddim_step_rng(x, eps, c_recip, c_recipm1, c_prev, c_dir, s, clip, k0, k1, s0, s1, scratch, out):
     B, D = out.shape
     one = out.dtype.type(1.0)
@@ -255,7 +255,7 @@ def ddim_step_rng(x, eps, c_recip, c_recipm1, c_prev, c_dir, s, clip, k0, k1, s0
                 out[r, j] = _ddim(x[r, j], eps[r, j], z[m], cr, crm, cp, cd, sr, clip, one)
 
 
-@cpu_jit(parallel=True)
+@cpu_jit(parallel=True, boundscheck=False)
 def langevin_step_rng(x, g, a, b, k0, k1, s0, s1, scratch, out):
     B, D = out.shape
     for r in prange(B):

@@ -3,7 +3,7 @@
 Twin of :mod:`npddpm.kernels.cpu` (same expressions, same order as
 :mod:`npddpm.kernels.reference`). Results do not depend on the launch shape: every element
 is a pure function of its index, and the grid-stride loops cover every index once whatever
-the number of blocks and threads (:func:`npddpm.kernels.config.cuda_launch_shape`).
+the number of blocks and threads (:func:`npddpm._numba.cuda_launch_shape`).
 
 The kernels are built per dtype (float32, float64) on first use, with the dtype's normal
 transform (:func:`npddpm.rng.box_muller_f32` / ``_f64``, the reference's own source) closed
@@ -20,7 +20,7 @@ import numpy as np
 from numba import cuda
 
 from .. import rng
-from .config import cuda_jit, cuda_launch_shape
+from .._numba import cuda_jit, cuda_launch_shape
 
 _MASK = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)

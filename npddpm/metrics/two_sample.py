@@ -55,7 +55,7 @@ def _dist_blocks(a: np.ndarray, b: np.ndarray):
     for start in range(0, a.shape[0], step):
         rows = slice(start, min(a.shape[0], start + step))
         ac = a[rows]
-        if d <= 3:  # low dimension: direct differences, exact and BLAS-free
+        if b2 is None:  # d <= 3, low dimension: direct differences, exact and BLAS-free
             sq = np.zeros((ac.shape[0], b.shape[0]))
             for k in range(d):
                 diff = ac[:, k, None] - b[None, :, k]
@@ -187,9 +187,9 @@ def _mmd_kernel():
     """The compiled kernel-sum loop (Numba, compiled on first use and cached on disk)."""
     global _MMD_KERNEL
     if _MMD_KERNEL is None:
-        import numba  # imported on first use so that importing npddpm compiles nothing
+        from .._numba import cpu_jit  # Numba is imported on first use, not with npddpm
 
-        _MMD_KERNEL = numba.njit(cache=True, nogil=True)(_mmd_kernel_py)
+        _MMD_KERNEL = cpu_jit(cache=True, error_model="python")(_mmd_kernel_py)
     return _MMD_KERNEL
 
 

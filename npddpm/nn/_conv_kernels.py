@@ -19,17 +19,17 @@ from __future__ import annotations
 import functools
 from types import SimpleNamespace
 
+from .._numba import cpu_jit
+
 __all__ = ["kernels"]
 
 
 @functools.cache
 def kernels() -> SimpleNamespace:
     """Compile (once) and return ``im2col`` and ``col2im``."""
-    import numba as nb
 
-    opts = {"nogil": True, "fastmath": False, "error_model": "numpy", "cache": False}
 
-    @nb.njit(**opts)
+    @cpu_jit(cache=False)
     def im2col(x, kh, kw, stride, padding, ho, wo, cols):
         """x (N, H, W, C) → cols (N·Ho·Wo, kh·kw·C)."""
         n, h, w, c = x.shape
@@ -50,7 +50,7 @@ def kernels() -> SimpleNamespace:
                                 for ch in range(c):
                                     cols[row, base + ch] = zero
 
-    @nb.njit(**opts)
+    @cpu_jit(cache=False)
     def col2im(dcols, kh, kw, stride, padding, ho, wo, dx):
         """dcols (N·Ho·Wo, kh·kw·C) → dx (N, H, W, C), the adjoint of im2col.
 

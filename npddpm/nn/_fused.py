@@ -20,6 +20,8 @@ from __future__ import annotations
 import functools
 from types import SimpleNamespace
 
+from .._numba import cpu_jit
+
 __all__ = ["kernels"]
 
 
@@ -31,7 +33,6 @@ def kernels() -> SimpleNamespace:
     kernels release the GIL), which avoids Numba's and OpenBLAS's thread pools spinning
     against each other.
     """
-    import numba as nb
     import numpy as np
 
     f32 = np.float32
@@ -53,9 +54,8 @@ def kernels() -> SimpleNamespace:
     one = f32(1.0)
     zero = f32(0.0)
 
-    opts = {"nogil": True, "fastmath": False, "error_model": "numpy"}
 
-    @nb.njit(inline="always", **opts)
+    @cpu_jit(cache=False, inline=True)
     def sigmoid(x):
         y = x * half
         y = min(max(y, -clamp), clamp)
@@ -75,7 +75,7 @@ def kernels() -> SimpleNamespace:
 
     def build():
 
-        @nb.njit(**opts)
+        @cpu_jit(cache=False)
         def bias_silu(h, b, a):
             """h += b (in place); a = h·σ(h).   h, a (N, D) float32; b (D,)."""
             n, d = h.shape
@@ -85,7 +85,7 @@ def kernels() -> SimpleNamespace:
                     h[i, j] = x
                     a[i, j] = x * sigmoid(x)
 
-        @nb.njit(**opts)
+        @cpu_jit(cache=False)
         def residual_silu(h, r, b, a):
             """h += r + b (in place); a = h·σ(h)."""
             n, d = h.shape
@@ -95,13 +95,13 @@ def kernels() -> SimpleNamespace:
                     h[i, j] = x
                     a[i, j] = x * sigmoid(x)
 
-        @nb.njit(inline="always", **opts)
+        @cpu_jit(cache=False, inline=True)
         def dsilu(x):
             """SiLU'(x) = σ(x) (1 + x (1 − σ(x))), written σ + x σ (1 − σ)."""
             sg = sigmoid(x)
             return sg + x * sg * (one - sg)
 
-        @nb.njit(**opts)
+        @cpu_jit(cache=False)
         def silu_grad(g, h, out, accumulate):
             """out (+)= g · SiLU'(h), the SiLU derivative (σ recomputed)."""
             n, d = g.shape
@@ -113,7 +113,7 @@ def kernels() -> SimpleNamespace:
                     else:
                         out[i, j] = v
 
-        @nb.njit(**opts)
+        @cpu_jit(cache=False)
         def silu_grad_sum(g, h, out, accumulate, colsum):
             """:func:`silu_grad` and ``colsum = Σ_rows out`` in the same pass (row after row,
             from zero: the order of ``np.sum(out, axis=0)``); the MLP's bias gradients."""
@@ -128,7 +128,7 @@ def kernels() -> SimpleNamespace:
                     out[i, j] = v
                     colsum[j] += v
 
-        @nb.njit(**opts)
+        @cpu_jit(cache=False)
         def embed_silu(x, wx, c, inv, h, a):
             """h = x wx + c[inv] (the input layer with the timestep part hoisted); a = h·σ(h).
 

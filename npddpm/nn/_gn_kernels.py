@@ -28,6 +28,8 @@ from __future__ import annotations
 import functools
 from types import SimpleNamespace
 
+from .._numba import cpu_jit
+
 __all__ = ["kernels"]
 
 
@@ -36,20 +38,18 @@ def kernels() -> SimpleNamespace:
     """Compile (once) and return ``forward`` and ``backward`` (each dispatching on dtype)."""
     import math
 
-    import numba as nb
     import numpy as np
 
     from ._fused import kernels as silu_kernels
 
-    opts = {"nogil": True, "fastmath": False, "error_model": "numpy", "cache": False}
     sig32 = silu_kernels().sigmoid_scalar
 
-    @nb.njit(inline="always", **opts)
+    @cpu_jit(cache=False, inline=True)
     def sig64(z):
         return 1.0 / (1.0 + math.exp(-z))
 
     def build(sig):
-        @nb.njit(**opts)
+        @cpu_jit(cache=False)
         def forward(x, gamma, beta, groups, eps, xhat, rstd, y):
             """x, xhat, y (N, S, C); gamma, beta (C,); rstd (N, G) float64."""
             n, npos, c = x.shape
@@ -91,7 +91,7 @@ def kernels() -> SimpleNamespace:
                         z = xh * gamma[ch] + beta[ch]
                         y[s, p, ch] = z * sig(z)
 
-        @nb.njit(**opts)
+        @cpu_jit(cache=False)
         def backward(dy, xhat, rstd, gamma, beta, groups, dx, dgamma, dbeta):
             """dy, xhat, dx (N, S, C); rstd (N, G); dgamma, dbeta (C,) float64 (summed into)."""
             n, npos, c = dy.shape

@@ -19,6 +19,8 @@ from __future__ import annotations
 import functools
 from types import SimpleNamespace
 
+from .._numba import cpu_jit
+
 __all__ = ["kernels"]
 
 
@@ -30,17 +32,15 @@ def kernels() -> SimpleNamespace | None:
     sgemm = cblas_sgemm()
     if sgemm is None:
         return None
-    import numba as nb
     import numpy as np
 
     from ._fused import kernels as fused
 
     f = fused()
     bias_silu, residual_silu, silu_grad_sum = f.bias_silu, f.residual_silu, f.silu_grad_sum
-    opts = {"nogil": True, "fastmath": False, "error_model": "numpy"}
     one, zero = np.float32(1.0), np.float32(0.0)
 
-    @nb.njit(**opts)
+    @cpu_jit(cache=False)
     def mm(a, ta, b, tb, c):
         """c = op(a) @ op(b), op = transpose when the flag is set; rows of every array are
         contiguous (row strides are passed as leading dimensions)."""
@@ -63,7 +63,7 @@ def kernels() -> SimpleNamespace | None:
             c.strides[0] // 4,
         )
 
-    @nb.njit(**opts)
+    @cpu_jit(cache=False)
     def column_sum(a, out):
         """out = Σ_rows a, adding row after row (the order of ``np.sum(a, axis=0)``)."""
         n, d = a.shape
@@ -73,7 +73,7 @@ def kernels() -> SimpleNamespace | None:
             for j in range(d):
                 out[j] += a[i, j]
 
-    @nb.njit(**opts)
+    @cpu_jit(cache=False)
     def forward(x, emb, z, w_in, b_in, w1, b1, w2, b2, w_out, b_out, h, a, u, au, out, nblocks):
         """One chunk of :meth:`npddpm.nn.MLP.forward`; ``w1`` … ``au`` are tuples over blocks
         (``h``, ``a``: ``nblocks + 1`` buffers)."""
@@ -95,7 +95,7 @@ def kernels() -> SimpleNamespace | None:
             for j in range(out.shape[1]):
                 out[i, j] += b_out[j]
 
-    @nb.njit(**opts)
+    @cpu_jit(cache=False)
     def backward(
         dout, z, w_in, w1, w2, w_out, h, a, u, au, g, dh, gw_in, gb_in, gw1, gb1, gw2, gb2,
         gw_out, gb_out, dx, need_dx, nblocks,

@@ -62,9 +62,9 @@ def warmup_lr(step: int, lr: float, warmup_steps: int) -> float:
 def _adam_kernel():
     """The one-pass Adam update (the expressions of the NumPy path of :meth:`Adam.step`,
     each rounded to the array dtype in the same order; fastmath off, so no contraction)."""
-    import numba as nb
+    from .._numba import cpu_jit
 
-    @nb.njit(nogil=True, fastmath=False, error_model="numpy", cache=False)
+    @cpu_jit(cache=False)
     def adam_update(
         p, g, m, v, coef, clip, wd, coupled, decay, decoupled, b1, omb1, b2, omb2, bc2, eps, step
     ):
@@ -83,7 +83,7 @@ def _adam_kernel():
             v[i] = vi
             p[i] = pi - (mi / (np.sqrt(vi) / bc2 + eps)) * step
 
-    @nb.njit(nogil=True, fastmath=False, error_model="numpy", cache=False)
+    @cpu_jit(cache=False)
     def adam_update_all(
         ps, gs, ms, vs, coef, clip, wd, coupled, decay, decoupled, b1, omb1, b2, omb2, bc2, eps,
         step,

@@ -41,8 +41,7 @@ if not SIMULATOR:
         pytest.skip(reason, allow_module_level=True)
 
 import npddpm.kernels as K  # noqa: E402
-from npddpm import Schedule, rng  # noqa: E402
-from npddpm.kernels import config  # noqa: E402
+from npddpm import Schedule, _numba, rng  # noqa: E402
 from npddpm.kernels import cuda as kcuda  # noqa: E402
 
 T = 40
@@ -54,8 +53,8 @@ KERNELS = ["q_sample", "ddpm_step", "ddim_step"]
 @pytest.fixture(autouse=True)
 def _tiny_launch(monkeypatch):
     """16 threads x at most 3 blocks: several blocks, several grid-stride iterations."""
-    monkeypatch.setattr(config, "CUDA_THREADS_PER_BLOCK", 16)
-    monkeypatch.setattr(config, "CUDA_MAX_BLOCKS", 3)
+    monkeypatch.setattr(_numba, "CUDA_THREADS_PER_BLOCK", 16)
+    monkeypatch.setattr(_numba, "CUDA_MAX_BLOCKS", 3)
 
 
 def _inputs(shape, dtype, seed=0):
@@ -133,8 +132,8 @@ def test_independent_of_launch_shape(kernel, monkeypatch):
     x, e, z, t = _inputs((4, 29), np.float32)
     results = []
     for tpb, blocks in ((1, 1), (7, 2), (32, 5), (64, 64)):
-        monkeypatch.setattr(config, "CUDA_THREADS_PER_BLOCK", tpb)
-        monkeypatch.setattr(config, "CUDA_MAX_BLOCKS", blocks)
+        monkeypatch.setattr(_numba, "CUDA_THREADS_PER_BLOCK", tpb)
+        monkeypatch.setattr(_numba, "CUDA_MAX_BLOCKS", blocks)
         results.append((_call(kernel, x, e, t, seed=2, stream=8), _call(kernel, x, e, t, noise=z)))
     for rng_res, given in results[1:]:
         np.testing.assert_array_equal(rng_res, results[0][0])
