@@ -125,6 +125,31 @@ class Schedule:
 
     __slots__ = ("__dict__",)
 
+    # Declared for type checkers only (no class-level values, so ``__slots__`` is untouched):
+    # ``__init__`` sets each of these once, through ``object.__setattr__``. One name per
+    # entry of ``_ARRAY_NAMES`` (``_derive``'s keys plus ``timestep_map``), then the scalars.
+    betas: np.ndarray
+    alphas: np.ndarray
+    alphas_cumprod: np.ndarray
+    alphas_cumprod_prev: np.ndarray
+    alphas_cumprod_next: np.ndarray
+    one_minus_alphas_cumprod: np.ndarray
+    sqrt_alphas_cumprod: np.ndarray
+    sqrt_one_minus_alphas_cumprod: np.ndarray
+    log_one_minus_alphas_cumprod: np.ndarray
+    sqrt_recip_alphas_cumprod: np.ndarray
+    sqrt_recipm1_alphas_cumprod: np.ndarray
+    posterior_variance: np.ndarray
+    posterior_log_variance_clipped: np.ndarray
+    posterior_mean_coef1: np.ndarray
+    posterior_mean_coef2: np.ndarray
+    log_alphas_cumprod: np.ndarray
+    snr: np.ndarray
+    log_snr: np.ndarray
+    timestep_map: np.ndarray
+    num_timesteps: int
+    precision: str
+
     def __init__(
         self,
         betas: Iterable[float] | np.ndarray,
