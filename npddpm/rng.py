@@ -446,14 +446,14 @@ def standard_normal(
     stream = _as_u64(stream, "stream")
     start = _as_u64(start, "start")
     dt = _check_dtype(dtype)
-    shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
-    n = int(np.prod(shape, dtype=np.int64))
+    dims = (int(shape),) if isinstance(shape, (int, numbers.Integral)) else tuple(shape)
+    n = int(np.prod(dims, dtype=np.int64))
     if n == 0:
-        return np.zeros(shape, dt)
+        return np.zeros(dims, dt)
     q = np.arange(start // 4, (start + n + 3) // 4, dtype=np.uint64)
     w0, w1, w2, w3 = np.broadcast_arrays(*_block_words(seed, stream, q))
     z = np.empty((q.size, 4), dt)
     z[:, 0], z[:, 1] = box_muller(w0, w1, dt)
     z[:, 2], z[:, 3] = box_muller(w2, w3, dt)
     off = start % 4
-    return z.reshape(-1)[off : off + n].reshape(shape)
+    return z.reshape(-1)[off : off + n].reshape(dims)

@@ -124,8 +124,8 @@ def diffusers_timesteps(
         ts = (np.arange(0, N) * ratio).round()[::-1].copy().astype(np.int64)
         ts += offset
     else:
-        ratio = T / N
-        ts = np.round(np.arange(T, 0, -ratio)).astype(np.int64)
+        step = T / N
+        ts = np.round(np.arange(T, 0, -step)).astype(np.int64)
         ts -= 1
     return ts
 

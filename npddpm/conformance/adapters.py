@@ -89,7 +89,7 @@ class Adapter:
         return None
 
 
-def _unpack(result) -> tuple:
+def _unpack(result: object) -> tuple | None:
     if result is None:
         return None
     if isinstance(result, tuple):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -154,7 +155,7 @@ def _check(
         )
         return Report(adapter.name, rows)
     cases = []
-    for t in _pick(adapter.timesteps):
+    for t in _pick(cast(list[int], adapter.timesteps)):  # a list after Adapter.__post_init__
         x0, noise, mo = _inputs(adapter, rng, batch, dim)
         x_t = ref0.q_sample(x0, t, noise)
         cases.append((t, x0, noise, mo, x_t))

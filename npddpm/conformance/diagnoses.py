@@ -8,6 +8,7 @@ lists every diagnosis the checker tries.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 import numpy as np
 
@@ -60,7 +61,7 @@ class Reference:
         if not self.ok:
             return
         base = Schedule(betas_from_alphas_cumprod(ab))
-        chain = sorted(adapter.timesteps)
+        chain = sorted(cast(list[int], adapter.timesteps))  # a list after __post_init__
         kw = dict(mean_type=cfg.mean_type, var_type=cfg.var_type, **dict(cfg.overrides))
         self.full = GaussianDiffusion(base, **kw)
         self.chain = chain

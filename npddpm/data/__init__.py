@@ -35,6 +35,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal, overload
 
 from .._checks import choose
 from .base import Dataset
@@ -81,6 +82,29 @@ _REGISTRY: dict[str, Callable[[], Dataset]] = {
 
 NAMES: tuple[str, ...] = tuple(_REGISTRY)
 """The names :func:`get` accepts."""
+
+
+# The overloads only tell a type checker which class a literal name returns.
+@overload
+def get(name: Literal["digits"]) -> Digits: ...
+@overload
+def get(name: Literal["bars_and_stripes"]) -> BarsAndStripes: ...
+@overload
+def get(name: Literal["8gaussians", "25gaussians"]) -> GaussianMixtureData: ...
+@overload
+def get(name: Literal["moons"]) -> Moons: ...
+@overload
+def get(name: Literal["circles"]) -> Circles: ...
+@overload
+def get(name: Literal["swissroll"]) -> SwissRoll: ...
+@overload
+def get(name: Literal["checkerboard"]) -> Checkerboard: ...
+@overload
+def get(name: Literal["pinwheel"]) -> Pinwheel: ...
+@overload
+def get(name: Literal["2spirals"]) -> TwoSpirals: ...
+@overload
+def get(name: str) -> Dataset: ...
 
 
 def get(name: str) -> Dataset:

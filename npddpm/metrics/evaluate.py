@@ -11,6 +11,7 @@ import numpy as np
 
 from .._checks import as_int
 from ..data.base import Dataset, as_rng
+from ..data.images import BarsAndStripes, Digits
 from .density import inside_support_rate, neg_log_likelihood
 from .features import PCA, LogisticRegression, flatten
 from .images import class_coverage, digits_classifier, digits_pca, frechet_distance
@@ -63,7 +64,7 @@ def real_vs_real(
     rng = as_rng(rng)
     vals = []
     for _ in range(repeats):
-        if getattr(dataset, "name", None) == "digits":
+        if isinstance(dataset, Digits):
             a = dataset.sample(n, rng, split="test")
             b = dataset.sample(n, rng, split="train")
         else:
@@ -121,7 +122,7 @@ def evaluate(
     def put(key, value, floor):
         out[key] = {"value": float(value), "floor": float(floor)}
 
-    if name == "bars_and_stripes":
+    if isinstance(dataset, BarsAndStripes):
         imgs = x.reshape(-1, *dataset.shape)
         real = dataset.sample(x.shape[0], rng)
         put("valid", dataset.is_valid(imgs).mean(), dataset.is_valid(real).mean())
@@ -129,7 +130,7 @@ def evaluate(
         put("patterns", count[0], count[1])
         return out
 
-    if name == "digits":
+    if isinstance(dataset, Digits):
         n = min(x.shape[0], 719)
         if n < 2:
             raise ValueError("evaluate needs at least 2 digit samples")

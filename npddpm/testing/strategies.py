@@ -17,6 +17,7 @@ realistic range ``[1e-12, 0.998]`` instead of underflowing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from hypothesis import strategies as st
@@ -160,8 +161,17 @@ def x_starts(
 ) -> st.SearchStrategy[np.ndarray]:
     """Data arrays x₀ with finite values in ``[−bound, bound]`` (images live in [−1, 1])."""
     dtype = np.dtype(dtype)
-    el = st.floats(-bound, bound, width=8 * dtype.itemsize, allow_subnormal=False)
+    if dtype not in _FLOAT_WIDTHS:
+        raise ValueError(f"dtype must be float16, float32 or float64, got {dtype}")
+    el = st.floats(-bound, bound, width=_FLOAT_WIDTHS[dtype], allow_subnormal=False)
     return hnp.arrays(dtype, shape, elements=el)
+
+
+_FLOAT_WIDTHS: dict[np.dtype, Literal[16, 32, 64]] = {
+    np.dtype(np.float16): 16,
+    np.dtype(np.float32): 32,
+    np.dtype(np.float64): 64,
+}
 
 
 @st.composite
