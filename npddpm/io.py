@@ -34,6 +34,9 @@ __all__ = [
 FORMAT = "npddpm-checkpoint"
 FORMAT_VERSION = 1
 _HEADER = "__header__"
+# Names an array cannot have: the header's, and np.savez's own parameters (an array passed as
+# ``allow_pickle=`` would be taken for the flag and silently not written; ``file=`` clashes).
+_RESERVED = (_HEADER, "file", "allow_pickle")
 
 
 class CheckpointError(ValueError):
@@ -68,7 +71,7 @@ def save_checkpoint(
     path = Path(path)
     clean: dict[str, np.ndarray] = {}
     for name, arr in arrays.items():
-        if not isinstance(name, str) or name == _HEADER:
+        if not isinstance(name, str) or name in _RESERVED:
             raise ValueError(f"array name {name!r} is not allowed in a checkpoint")
         arr = np.asarray(arr)
         if arr.dtype == object:
@@ -81,7 +84,9 @@ def save_checkpoint(
     except (TypeError, ValueError) as exc:
         raise ValueError(f"checkpoint header is not JSON-serialisable: {exc}") from None
     payload = {_HEADER: np.frombuffer(blob, dtype=np.uint8), **clean}
-    _atomic_write(path, lambda f: np.savez(f, **payload))
+    # ignore: the stubs type savez's keywords as arrays or the bool allow_pickle, and
+    # ``payload`` cannot hold "allow_pickle" (a reserved name, rejected above)
+    _atomic_write(path, lambda f: np.savez(f, **payload))  # type: ignore[arg-type]
     return path
 
 
