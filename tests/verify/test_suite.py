@@ -11,6 +11,7 @@ from npddpm import cli, verify
 from npddpm.analytic import GaussianMixture
 
 
+@pytest.mark.slow  # 32 s on the 2-core test machine
 def test_full_command_passes_and_prints_a_table():
     """The real command, end to end (≈ 20 s here). The chain rows are statistical: their
     family-wise false-failure probability is verify.ALPHA = 1e-3, and the seeds are fixed."""
