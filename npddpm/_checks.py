@@ -16,6 +16,8 @@ __all__ = [
     "as_int",
     "as_real_1d",
     "as_timesteps",
+    "check_batch",
+    "check_timesteps",
     "choose",
 ]
 
@@ -79,6 +81,87 @@ def as_timesteps(values: object, name: str, num_timesteps: int) -> np.ndarray:
             f"{name} must be strictly increasing; pass sorted({name}) (a set is sorted for you)"
         )
     return arr
+
+
+def check_batch(x: object, name: str, like: np.ndarray | None = None) -> np.ndarray:
+    """Return ``x`` as a floating-point array with a batch axis first, shape ``(B, ...)``.
+
+    Parameters
+    ----------
+    x : array_like
+        The array to check.
+    name : str
+        Its name in the error messages.
+    like : ndarray, optional
+        When given, ``x`` must have exactly its shape and dtype.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not floating point, or its dtype differs from ``like``'s.
+    ValueError
+        If ``x`` has no batch axis (``ndim < 2``) or its shape differs from ``like``'s.
+    """
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+    if x.ndim < 2:
+        raise ValueError(
+            f"{name} must have a batch axis first, shape (B, ...), got {x.shape}; "
+            f"for one example pass {name}[None]"
+        )
+    if like is not None:
+        if x.shape != like.shape:
+            raise ValueError(f"{name} has shape {x.shape} but the data has {like.shape}")
+        if x.dtype != like.dtype:
+            raise TypeError(
+                f"{name} has dtype {x.dtype} but the data has {like.dtype}; pass one dtype"
+            )
+    return x
+
+
+def check_timesteps(
+    t: object, batch: int, num_timesteps: int, *, respaced: bool = False
+) -> np.ndarray:
+    """Return ``t`` as int64 indices of shape ``(batch,)``, one per batch row, in ``[0, T)``.
+
+    The one timestep/batch validator of the maths and the samplers. A scalar is broadcast to
+    every row.
+
+    Parameters
+    ----------
+    t : int or integer array (batch,)
+        Indices into the (possibly respaced) schedule.
+    batch : int
+        B, the number of rows.
+    num_timesteps : int
+        T; every index must satisfy ``0 <= t < T``.
+    respaced : bool
+        Say "respaced schedule" in the range error (the indices are not original timesteps).
+
+    Raises
+    ------
+    TypeError
+        If ``t`` is not of an integer dtype (bools are rejected).
+    ValueError
+        If ``t`` does not have shape ``(batch,)`` or lies outside ``[0, T − 1]``.
+    """
+    arr = np.asarray(t)
+    if arr.dtype == bool or arr.dtype.kind not in "iu":
+        raise TypeError(f"t must be an integer array (one timestep per row), got {arr.dtype}")
+    if arr.ndim == 0:
+        arr = np.full(batch, int(arr), dtype=np.int64)
+    if arr.shape != (batch,):
+        raise ValueError(
+            f"t must have shape ({batch},), one timestep per batch row, got {arr.shape}"
+        )
+    if arr.size and (arr.min() < 0 or arr.max() >= num_timesteps):
+        raise ValueError(
+            f"t must lie in [0, {num_timesteps - 1}] (indices into the "
+            f"{'respaced ' if respaced else ''}schedule), got "
+            f"values from {arr.min()} to {arr.max()}"
+        )
+    return arr.astype(np.int64)
 
 
 def choose(value: object, name: str, options: Iterable[str]) -> str:

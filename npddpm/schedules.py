@@ -221,6 +221,44 @@ class Schedule:
             betas = np.array(new_betas, dtype=np.float64)
         return Schedule(betas, precision=self.precision, timestep_map=self.timestep_map[use])
 
+    def index_of(self, timesteps: object) -> np.ndarray:
+        """The index of each original timestep: the inverse of ``timestep_map``.
+
+        ``index_of(timestep_map[i]) == i``. A denoiser is called with original timesteps
+        (``timestep_map[index]``); this maps them back to indices of this (respaced) schedule.
+
+        Parameters
+        ----------
+        timesteps : int or integer array, any shape
+            Original timesteps, each one of ``timestep_map``.
+
+        Returns
+        -------
+        ndarray of int64, the shape of ``timesteps``
+
+        Raises
+        ------
+        TypeError
+            If ``timesteps`` is not an integer (or integer array).
+        ValueError
+            If a timestep is not one of ``timestep_map``; the message names it.
+        """
+        t = np.asarray(timesteps)
+        if t.dtype == bool or t.dtype.kind not in "iu":
+            raise TypeError(
+                f"timesteps must be an integer array of original timesteps, got dtype {t.dtype}"
+            )
+        tmap = self.timestep_map
+        idx = np.clip(np.searchsorted(tmap, t), 0, tmap.size - 1)
+        missing = tmap[idx] != t
+        if np.any(missing):
+            bad = int(t.ravel()[np.flatnonzero(np.ravel(missing))[0]])
+            raise ValueError(
+                f"t={bad} is not one of the schedule's original timesteps "
+                f"(timestep_map = {tmap[:4].tolist()}…); pass diffusion.model_timesteps(index)"
+            )
+        return idx.astype(np.int64)
+
     # behaviour ------------------------------------------------------------------------
 
     def __setattr__(self, key: str, value: object) -> None:
