@@ -231,7 +231,6 @@ def _sample(args: argparse.Namespace) -> int:
     import numpy as np
 
     from . import samplers
-    from .diffusion import GaussianDiffusion
     from .io import CheckpointError
     from .schedules import inference_timesteps
     from .training import load_for_sampling
@@ -241,14 +240,7 @@ def _sample(args: argparse.Namespace) -> int:
     try:
         cfg, d, den = load_for_sampling(args.checkpoint, ema=not args.no_ema)
         if args.steps is not None:
-            sched = d.schedule.respace(inference_timesteps(d.num_timesteps, args.steps))
-            d = GaussianDiffusion(
-                sched,
-                mean_type=cfg.mean_type,
-                var_type=cfg.var_type,
-                loss_type=cfg.loss_type,
-                profile=cfg.profile,
-            )
+            d = d.respace(inference_timesteps(d.num_timesteps, args.steps))
         from . import data
 
         ds = data.get(cfg.dataset)

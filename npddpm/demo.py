@@ -100,11 +100,7 @@ def run_demo(
     t1 = time.perf_counter()
     # learned variances: the NumPy path (the fused kernels implement fixed variances)
     x_ddpm = samplers.ddpm(d, den, (n, 2), seed=1, clip_denoised=False, progress=progress)
-    d100 = GaussianDiffusion(
-        d.schedule.respace(inference_timesteps(d.num_timesteps, min(100, d.num_timesteps))),
-        mean_type=cfg.mean_type,
-        var_type=cfg.var_type,
-    )
+    d100 = d.respace(inference_timesteps(d.num_timesteps, min(100, d.num_timesteps)))
     x_ddim = samplers.ddim(d100, den, (n, 2), seed=2, eta=0.0, clip_denoised=False)
     fixed = GaussianDiffusion(d.schedule)
     x_oracle = samplers.ddpm(

@@ -29,12 +29,11 @@ by at most ``tau``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from ._checks import as_int
 from .diffusion import GaussianDiffusion
+from .typing import Denoiser
 
 __all__ = ["grid_denoiser", "grid_posterior_mean"]
 
@@ -93,13 +92,13 @@ def grid_posterior_mean(
 
 def grid_denoiser(
     diffusion: GaussianDiffusion,
-    denoiser: Callable,
+    denoiser: Denoiser,
     *,
     levels: int,
     low: float = -1.0,
     high: float = 1.0,
     tau: float = 0.1,
-) -> Callable:
+) -> Denoiser:
     r"""Wrap ``denoiser(x_t, t)`` so that its mean output comes from :func:`grid_posterior_mean`.
 
     ``t`` are the timesteps the denoiser sees (the original ones, ``timestep_map[t]``, for a
@@ -115,9 +114,6 @@ def grid_denoiser(
         raise ValueError("grid_denoiser needs mean_type 'eps', 'x0' or 'v', not 'x_prev'")
     _levels(levels, low, high)
     sched = diffusion.schedule
-    tmap = np.asarray(sched.timestep_map)
-    ab = np.zeros(int(tmap.max()) + 1)
-    ab[tmap] = sched.alphas_cumprod
     mean_type = diffusion.mean_type
 
     def wrapped(x_t, t):
@@ -126,8 +122,7 @@ def grid_denoiser(
         c = x.shape[1]
         if out.shape[1] not in (c, 2 * c):
             raise ValueError(f"denoiser output has {out.shape[1]} channels for {c} input ones")
-        tt = np.asarray(t, dtype=np.int64)
-        a = ab[tt]
+        a = sched.alphas_cumprod[sched.index_of(t)]
         ar = a.reshape((-1,) + (1,) * (x.ndim - 1))
         sa, s1 = np.sqrt(ar), np.sqrt(1 - ar)
         m = out[:, :c].astype(np.float64)

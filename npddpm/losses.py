@@ -15,14 +15,13 @@ differences in ``tests/test_losses.py``. Notation: n is the number of elements p
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import special
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .diffusion import GaussianDiffusion
+from . import parameterisation as _par
+from ._checks import check_batch
+from .typing import Denoiser, DiffusionLike, ReverseStep
 
 __all__ = [
     "approx_standard_normal_cdf",
@@ -150,44 +149,37 @@ def discretized_gaussian_log_likelihood(
 # ------------------------------------------------------------------ the variational bound
 
 
-def _dxstart_dmean_part(d: GaussianDiffusion, t: Array, ndim: int, w) -> Array | float:
-    s = d.schedule
-    if d.mean_type == "x0":
-        return 1.0
-    if d.mean_type == "v":
-        return -d._coef(s.sqrt_one_minus_alphas_cumprod, t, ndim, w)
-    if d.profile.xstart_from_eps == "divide":
-        return -(
-            d._coef(s.sqrt_one_minus_alphas_cumprod, t, ndim, w)
-            / d._coef(s.sqrt_alphas_cumprod, t, ndim, w)
-        )
-    return -d._coef(s.sqrt_recipm1_alphas_cumprod, t, ndim, w)
-
-
 def _chain_to_output(
-    d: GaussianDiffusion, r: dict, t: Array, d_mean: Array, d_logvar: Array, clip_denoised: bool
+    d: DiffusionLike,
+    r: ReverseStep,
+    t: Array,
+    d_mean: Array,
+    d_logvar: Array,
+    clip_denoised: bool,
 ) -> Array:
     """d(loss)/d(model_output) from d/d(model mean) and d/d(model log-variance)."""
-    w, n = r["w"], r["x_t"].ndim
+    w, n, c = r.dtype, r.x_t.ndim, _par.gather
     if d.mean_type == "x_prev":
         g_mean = d_mean
     else:
-        dx0 = _dxstart_dmean_part(d, t, n, w)
+        form = d.profile.xstart_from_eps
+        dx0 = _par.dxstart_dmean_part(d.schedule, d.mean_type, t, n, w, form=form)
         if clip_denoised:  # clip's derivative: 1 inside [−1, 1], 0 outside
-            dx0 = dx0 * (np.abs(r["raw_xstart"]) <= 1)
-        g_mean = d_mean * d._coef(d.schedule.posterior_mean_coef1, t, n, w) * dx0
+            dx0 = dx0 * (np.abs(r.raw_xstart) <= 1)
+        g_mean = d_mean * c(d.schedule.posterior_mean_coef1, t, n, w) * dx0
     if d.var_type in ("fixed_small", "fixed_large"):
         return g_mean
-    vv = r["var_values"].astype(w)
+    assert r.var_values is not None  # a learned variance has its channels
+    vv = r.var_values.astype(w)
     if d.var_type == "learned":
         dlv = 1.0 / vv if d.profile.learned_output == "variance" else 1.0
     else:
-        dlv = (d._coef(d._tab["log_betas"], t, n, w) - d._coef(d._tab["small_logvar"], t, n, w)) / 2
+        dlv = (c(d.tables.log_betas, t, n, w) - c(d.tables.small_logvar, t, n, w)) / 2
     return np.concatenate([g_mean, d_logvar * dlv], axis=1)
 
 
 def vb_terms_bpd(
-    d: GaussianDiffusion,
+    d: DiffusionLike,
     model_output,
     x0,
     x_t,
@@ -211,30 +203,28 @@ def vb_terms_bpd(
     dict with ``output`` (B,) in bits, ``pred_xstart``, and with ``return_grad=True`` also
     ``grad``: d output_i / d model_output_i (model_output's shape).
     """
-    x0 = d._x(x0, "x0")
-    x_t = d._x(x_t, "x_t", x0)
-    t = d._t(t, x0.shape[0])
-    r = d._reverse(model_output, x_t, t, clip_denoised, None)
-    w, n = r["w"], x0.ndim
+    x0 = check_batch(x0, "x0")
+    x_t = check_batch(x_t, "x_t", x0)
+    t = d.check_t(t, x0.shape[0])
+    r = d.reverse(model_output, x_t, t, clip_denoised=clip_denoised)
+    w, n = r.dtype, x0.ndim
     x0w = x0.astype(w)
-    true_mean = d._posterior_mean(x0w, r["x_t"], t, w)
-    true_logvar = np.broadcast_to(d._coef(d._tab["small_logvar"], t, n, w), x0.shape)
+    true_mean = d.posterior_mean(x0w, r.x_t, t, w)
+    true_logvar = np.broadcast_to(_par.gather(d.tables.small_logvar, t, n, w), x0.shape)
     per = float(np.prod(x0.shape[1:])) * LN2
-    kl, dkl_m, dkl_lv = normal_kl(
-        true_mean, true_logvar, r["mean"], r["log_variance"], return_grad=True
-    )
+    kl, dkl_m, dkl_lv = normal_kl(true_mean, true_logvar, r.mean, r.log_variance, return_grad=True)
     if decoder == "gaussian":
-        lv = r["log_variance"]
+        lv = r.log_variance
         with np.errstate(over="ignore", invalid="ignore"):
-            z2 = (x0w - r["mean"]) ** 2 * np.exp(-lv)
+            z2 = (x0w - r.mean) ** 2 * np.exp(-lv)
             ll = -0.5 * (math.log(2 * math.pi) + lv + z2)
-            dll_m = (x0w - r["mean"]) * np.exp(-lv)
+            dll_m = (x0w - r.mean) * np.exp(-lv)
             dll_s = 2 * (-0.5 + 0.5 * z2)  # d/d(log σ) = 2·d/d(log σ²)
     elif decoder == "discretized":
         ll, dll_m, dll_s = discretized_gaussian_log_likelihood(
             x0w,
-            means=r["mean"],
-            log_scales=0.5 * r["log_variance"],
+            means=r.mean,
+            log_scales=0.5 * r.log_variance,
             cdf=d.profile.cdf,
             return_grad=True,
             bin_width=bin_width,
@@ -244,7 +234,7 @@ def vb_terms_bpd(
     is0 = (t == 0).reshape((-1,) + (1,) * (n - 1))
     with np.errstate(invalid="ignore"):
         out = np.where(t == 0, mean_flat(-ll), mean_flat(kl)) / LN2
-    res = {"output": out, "pred_xstart": r["pred_xstart"].astype(x0.dtype)}
+    res = {"output": out, "pred_xstart": r.pred_xstart.astype(x0.dtype)}
     if return_grad:
         d_mean = np.where(is0, -dll_m, dkl_m) / per
         d_logvar = np.where(is0, -0.5 * dll_s, dkl_lv) / per
@@ -254,23 +244,23 @@ def vb_terms_bpd(
     return res
 
 
-def prior_bpd(d: GaussianDiffusion, x0) -> Array:
+def prior_bpd(d: DiffusionLike, x0) -> Array:
     r"""KL(q(x_{T−1} | x₀) ‖ N(0, I)) in bits per dimension, shape (B,) (the prior term L_T)."""
-    x0 = d._x(x0, "x0")
+    x0 = check_batch(x0, "x0")
     t = np.full(x0.shape[0], d.num_timesteps - 1, dtype=np.int64)
-    s, w = d.schedule, np.float64
-    mean = d._coef(s.sqrt_alphas_cumprod, t, x0.ndim, w) * x0.astype(w)
-    logvar = d._coef(s.log_one_minus_alphas_cumprod, t, x0.ndim, w)
+    s, w = d.schedule, np.dtype(np.float64)
+    mean = _par.gather(s.sqrt_alphas_cumprod, t, x0.ndim, w) * x0.astype(w)
+    logvar = _par.gather(s.log_one_minus_alphas_cumprod, t, x0.ndim, w)
     return mean_flat(normal_kl(mean, logvar, 0.0, 0.0)) / LN2
 
 
-def _hybrid_scale(d: GaussianDiffusion) -> float:
+def _hybrid_scale(d: DiffusionLike) -> float:
     if d.loss_type != "rescaled_mse":
         return 1.0
     return d.num_timesteps / 1000.0 if d.profile.hybrid_vb_scale == "full_bound" else 1e-3
 
 
-def training_losses(d: GaussianDiffusion, model_output, x0, t, noise, *, x_t=None):
+def training_losses(d: DiffusionLike, model_output, x0, t, noise, *, x_t=None):
     r"""Per-example training loss and its gradient with respect to ``model_output``.
 
     ``x_t = q_sample(x0, t, noise)`` (or the ``x_t`` given); then, by ``loss_type``:
@@ -288,11 +278,11 @@ def training_losses(d: GaussianDiffusion, model_output, x0, t, noise, *, x_t=Non
     grad : ndarray
         ``grad[i] = ∂ loss_i / ∂ model_output[i]``; divide by B for the batch mean.
     """
-    x0 = d._x(x0, "x0")
-    noise = d._x(noise, "noise", x0)
-    t = d._t(t, x0.shape[0])
+    x0 = check_batch(x0, "x0")
+    noise = check_batch(noise, "noise", x0)
+    t = d.check_t(t, x0.shape[0])
     # x_t may be passed when the caller already formed it (e.g. with a fused kernel)
-    x_t = d.q_sample(x0, t, noise) if x_t is None else d._x(x_t, "x_t", x0)
+    x_t = d.q_sample(x0, t, noise) if x_t is None else check_batch(x_t, "x_t", x0)
     out_dtype = np.asarray(model_output).dtype
     terms: dict[str, Array] = {}
     if d.loss_type in ("kl", "rescaled_kl"):
@@ -301,7 +291,7 @@ def training_losses(d: GaussianDiffusion, model_output, x0, t, noise, *, x_t=Non
         terms["loss"] = vb["output"] * scale
         return terms, (vb["grad"] * scale).astype(out_dtype)
     mean_part, _ = d.split_output(model_output, x0)
-    w = d._work_dtype(x0)
+    w = d.work_dtype(x0)
     mp = mean_part.astype(w)
     if d.mean_type == "eps":
         target = noise.astype(w)
@@ -310,7 +300,7 @@ def training_losses(d: GaussianDiffusion, model_output, x0, t, noise, *, x_t=Non
     elif d.mean_type == "v":
         target = d.predict_v(x0.astype(w), t, noise.astype(w))
     else:
-        target = d._posterior_mean(x0.astype(w), x_t.astype(w), t, w)
+        target = d.posterior_mean(x0.astype(w), x_t.astype(w), t, w)
     n = float(np.prod(x0.shape[1:]))
     terms["mse"] = mean_flat((target - mp) ** 2)
     g_mean = 2.0 * (mp - target) / n
@@ -328,8 +318,8 @@ def training_losses(d: GaussianDiffusion, model_output, x0, t, noise, *, x_t=Non
 
 
 def calc_bpd_loop(
-    d: GaussianDiffusion,
-    denoiser: Callable,
+    d: DiffusionLike,
+    denoiser: Denoiser,
     x0,
     *,
     clip_denoised: bool = True,
@@ -357,7 +347,7 @@ def calc_bpd_loop(
     ``xstart_mse``, ``mse`` (B, T) **indexed by t** (improved-diffusion stacks them from
     T−1 down to 0; reverse the columns to compare).
     """
-    x0 = d._x(x0, "x0")
+    x0 = check_batch(x0, "x0")
     T, B = d.num_timesteps, x0.shape[0]
     if noise is not None:
         noise = np.asarray(noise)

@@ -473,3 +473,159 @@ def test_ddim_at_zero_terminal_snr_is_finite():
     ab_prev = s.alphas_cumprod[998]
     expected = np.sqrt(ab_prev) * x0 + np.sqrt(1 - ab_prev) * x_t
     assert np.allclose(out["sample"], expected, rtol=1e-12, atol=1e-14)
+
+
+# --- published internals -------------------------------------------------------------------
+
+
+def test_index_of_inverts_timestep_map_and_names_a_missing_timestep():
+    from npddpm.schedules import space_timesteps
+
+    r = LIN.respace(space_timesteps(1000, "ddim10"))
+    idx = np.arange(r.num_timesteps)
+    np.testing.assert_array_equal(r.index_of(r.timestep_map), idx)
+    np.testing.assert_array_equal(
+        r.index_of(r.timestep_map[::-1].reshape(2, 5)), idx[::-1].reshape(2, 5)
+    )
+    assert r.index_of(np.int64(r.timestep_map[3])) == 3
+    assert r.index_of(r.timestep_map).dtype == np.int64
+    np.testing.assert_array_equal(LIN.index_of(EDGE_T), EDGE_T)
+    with pytest.raises(ValueError, match="t=5 is not one of the schedule's original timesteps"):
+        r.index_of(np.array([0, 5]))
+    with pytest.raises(ValueError, match="t=1000 is not one of"):
+        LIN.index_of(np.array([1000]))
+    with pytest.raises(TypeError, match="integer array of original timesteps"):
+        r.index_of(np.array([0.0]))
+
+
+def test_respace_keeps_every_option():
+    hi = Schedule(LIN.betas, precision="high")
+    d = GaussianDiffusion(
+        hi,
+        mean_type="v",
+        var_type="learned_range",
+        loss_type="rescaled_kl",
+        profile="diffusers",
+        t0_log_variance="floor",
+    )
+    r = d.respace([0, 250, 500, 999])
+    assert (r.mean_type, r.var_type, r.loss_type) == ("v", "learned_range", "rescaled_kl")
+    assert r.profile == d.profile and r.profile.t0_log_variance == "floor"
+    assert r.schedule == hi.respace([0, 250, 500, 999]) and r.schedule.precision == "high"
+    np.testing.assert_array_equal(r.model_timesteps(np.arange(4)), [0, 250, 500, 999])
+
+
+@pytest.mark.parametrize("var_type", ["fixed_small", "fixed_large", "learned", "learned_range"])
+@pytest.mark.parametrize("mean_type", ["eps", "x0", "v", "x_prev"])
+def test_reverse_step_fields_equal_p_mean_variance(mean_type, var_type):
+    from npddpm.diffusion import ReverseStep
+
+    d = GaussianDiffusion(COS, mean_type=mean_type, var_type=var_type)
+    x0, x_t = data(dtype=np.float32)
+    C = 2 * x0.shape[1] if var_type.startswith("learned") else x0.shape[1]
+    out = np.random.default_rng(3).uniform(-1, 1, (x0.shape[0], C)).astype(np.float32)
+    r = d.reverse(out, x_t, EDGE_T, clip_denoised=True)
+    assert isinstance(r, ReverseStep) and r.dtype == np.float64 and r.x_t.dtype == np.float64
+    pm = d.p_mean_variance(out, x_t, EDGE_T, clip_denoised=True)
+    for k in ("mean", "variance", "log_variance", "pred_xstart"):
+        np.testing.assert_array_equal(getattr(r, k).astype(np.float32), pm[k])
+    np.testing.assert_array_equal(r.mean_part, out[:, : x0.shape[1]].astype(np.float64))
+    assert (r.var_values is None) == (not var_type.startswith("learned"))
+    np.testing.assert_array_equal(r.pred_xstart, np.clip(r.raw_xstart, -1, 1))
+
+
+def test_published_tables_helpers_and_literals():
+    from typing import get_args
+
+    from npddpm.diffusion import LOSS_TYPES, MEAN_TYPES, VAR_TYPES, LossType, MeanType, VarType
+
+    assert MEAN_TYPES == get_args(MeanType) and VAR_TYPES == get_args(VarType)
+    assert LOSS_TYPES == get_args(LossType)
+    d = GaussianDiffusion(LIN, var_type="fixed_large", profile="original_tf")
+    tab = d.tables
+    for arr in tab:
+        assert arr.shape == (1000,) and arr.dtype == np.float64 and not arr.flags.writeable
+    np.testing.assert_array_equal(tab.log_betas, np.log(LIN.betas))
+    np.testing.assert_array_equal(tab.small_var, LIN.posterior_variance)
+    t = np.array([0, 3, 999])
+    c = d.coef(LIN.sqrt_alphas_cumprod, t, 4, np.dtype(np.float32))
+    assert c.shape == (3, 1, 1, 1) and c.dtype == np.float32
+    assert d.work_dtype(np.zeros((1, 1), np.float32)) == np.float64
+    assert (
+        GaussianDiffusion(LIN, arithmetic="input_dtype").work_dtype(np.zeros((1, 1), np.float32))
+        == np.float32
+    )
+    np.testing.assert_array_equal(d.nonzero_mask(t, 2, np.dtype(np.float64)), [[0.0], [1.0], [1.0]])
+    x0, x_t = data(B=3)
+    np.testing.assert_array_equal(
+        d.posterior_mean(x0, x_t, t, np.dtype(np.float64)),
+        d.q_posterior_mean_variance(x0, x_t, t)[0],
+    )
+    assert d.check_eta(1, t) == 1.0
+    with pytest.raises(ValueError, match="eta must be a finite number >= 0"):
+        d.check_eta(-0.5, t)
+
+
+def test_the_one_timestep_and_batch_validator():
+    from npddpm._checks import check_batch, check_timesteps
+
+    np.testing.assert_array_equal(check_timesteps(np.int32(4), 3, 10), [4, 4, 4])
+    assert check_timesteps(np.array([1, 2], np.uint8), 2, 10).dtype == np.int64
+    with pytest.raises(TypeError, match=r"t must be an integer array \(one timestep per row\)"):
+        check_timesteps(np.array([1.0]), 1, 10)
+    with pytest.raises(TypeError, match="integer array"):
+        check_timesteps(np.array([True]), 1, 10)
+    with pytest.raises(ValueError, match=r"t must have shape \(2,\), one timestep per batch row"):
+        check_timesteps(np.array([1, 2, 3]), 2, 10)
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 9\] \(indices into the schedule\)"):
+        check_timesteps(np.array([0, 10]), 2, 10)
+    with pytest.raises(ValueError, match="indices into the respaced schedule"):
+        GaussianDiffusion(LIN.respace([0, 500])).check_t(np.array([2]), 1)
+    x = np.zeros((2, 3))
+    assert check_batch(x, "x") is x
+    with pytest.raises(TypeError, match="x must be a floating-point array"):
+        check_batch(x.astype(int), "x")
+    with pytest.raises(ValueError, match=r"x must have a batch axis first.*pass x\[None\]"):
+        check_batch(np.zeros(3), "x")
+    with pytest.raises(ValueError, match=r"noise has shape \(2, 2\) but the data has \(2, 3\)"):
+        check_batch(np.zeros((2, 2)), "noise", x)
+    with pytest.raises(TypeError, match="noise has dtype float32 but the data has float64"):
+        check_batch(np.zeros((2, 3), np.float32), "noise", x)
+
+
+def test_denoiser_protocol_accepts_plain_callables():
+    from npddpm.analytic import GaussianMixture
+    from npddpm.typing import Denoiser
+
+    def net(x_t: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return x_t
+
+    d = GaussianDiffusion(LIN)
+    dens: list[Denoiser] = [net, GaussianMixture([1.0], np.zeros((1, 2)), [1.0]).denoiser(d)]
+    x = np.zeros((2, 2))
+    for den in dens:
+        assert den(x, np.array([0, 1])).shape == x.shape
+
+
+def test_parameterisation_round_trips_and_matches_the_methods():
+    from npddpm import parameterisation as par
+
+    d = GaussianDiffusion(COS, profile="diffusers")
+    x0, eps = data()
+    w = np.dtype(np.float64)
+    x_t = d.q_sample(x0, EDGE_T, eps)
+    x0_hat = par.xstart_from_eps(COS, x_t, EDGE_T, eps, w, form="divide")
+    np.testing.assert_array_equal(x0_hat, d.predict_xstart_from_eps(x_t, EDGE_T, eps))
+    k = slice(0, -1)  # not t = 999, where ᾱ ≈ 0 amplifies the rounding of x̂₀
+    back = par.eps_from_xstart(COS, x_t[k], EDGE_T[k], x0_hat[k], w)
+    np.testing.assert_allclose(back, eps[k], rtol=1e-6, atol=1e-9)
+    v = par.v_from_xstart_eps(COS, x0, EDGE_T, eps, w)
+    np.testing.assert_array_equal(v, d.predict_v(x0, EDGE_T, eps))
+    np.testing.assert_allclose(par.xstart_from_v(COS, x_t, EDGE_T, v, w), x0, atol=1e-12)
+    np.testing.assert_allclose(par.eps_from_v(COS, x_t, EDGE_T, v, w), eps, atol=1e-12)
+    score = par.score_from_eps(COS, eps, EDGE_T, w)
+    np.testing.assert_allclose(par.eps_from_score(COS, score, EDGE_T, w), eps, rtol=1e-15)
+    xprev = d.posterior_mean(x0, x_t, EDGE_T, w)
+    np.testing.assert_allclose(
+        par.xstart_from_xprev(COS, x_t, EDGE_T, xprev, w)[1:], x0[1:], rtol=1e-9, atol=1e-9
+    )

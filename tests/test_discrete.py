@@ -119,3 +119,10 @@ def test_bad_input():
         grid_posterior_mean(np.zeros((1, 1)), np.array([0.5]), np.zeros((1, 1)), levels=3, tau=0)
     with pytest.raises(ValueError, match="alpha_bar"):
         grid_posterior_mean(np.zeros((1, 1)), np.array([1.0]), np.zeros((1, 1)), levels=3)
+
+
+def test_wrapper_rejects_a_timestep_outside_the_respaced_map():
+    d = GaussianDiffusion(Schedule.from_name("linear", 1000).respace([0, 500, 999]))
+    wrapped = grid_denoiser(d, lambda x, t: np.zeros_like(x), levels=5)
+    with pytest.raises(ValueError, match="t=400 is not one of the schedule's original timesteps"):
+        wrapped(np.zeros((1, 2)), np.array([400]))

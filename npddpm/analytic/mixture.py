@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.linalg import solve_triangular
 
+from .. import parameterisation as _par
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..diffusion import GaussianDiffusion
     from ..schedules import Schedule
@@ -406,18 +408,7 @@ class OracleDenoiser:
 
     def indices(self, t: object) -> Array:
         """Map original timesteps back to indices of the (respaced) schedule."""
-        t = np.asarray(t)
-        if t.dtype == bool or t.dtype.kind not in "iu":
-            raise TypeError(f"t must be an integer array of original timesteps, got {t.dtype}")
-        tmap = self.diffusion.schedule.timestep_map
-        idx = np.clip(np.searchsorted(tmap, t), 0, tmap.size - 1)
-        if np.any(tmap[idx] != t):
-            bad = int(np.asarray(t).ravel()[np.flatnonzero(np.ravel(tmap[idx] != t))[0]])
-            raise ValueError(
-                f"t={bad} is not one of the schedule's original timesteps "
-                f"(timestep_map = {tmap[:4].tolist()}…); pass diffusion.model_timesteps(index)"
-            )
-        return idx
+        return self.diffusion.schedule.index_of(t)
 
     def _posterior(self, x_t: object, t: object, want_cov: bool) -> tuple:
         xf, shape = self.mixture._flat(x_t, "x_t")
@@ -436,19 +427,18 @@ class OracleDenoiser:
         xf, shape, idx, post = self._posterior(
             x_t, t, self.diffusion.var_type.startswith("learned")
         )
-        s, d = self.diffusion.schedule, self.diffusion
+        s, d, f64 = self.diffusion.schedule, self.diffusion, np.dtype(np.float64)
         col = (slice(None), None)
-        om = s.one_minus_alphas_cumprod[idx][col]
-        eps = -np.sqrt(om) * post["score"]
+        eps = _par.eps_from_score(s, post["score"], idx, f64)
         x0 = post["x0_mean"]
         if d.mean_type == "eps":
             mean = eps
         elif d.mean_type == "x0":
             mean = x0
         elif d.mean_type == "v":
-            mean = s.sqrt_alphas_cumprod[idx][col] * eps - np.sqrt(om) * x0
+            mean = _par.v_from_xstart_eps(s, x0, idx, eps, f64)
         else:
-            mean = s.posterior_mean_coef1[idx][col] * x0 + s.posterior_mean_coef2[idx][col] * xf
+            mean = d.posterior_mean(x0, xf, idx, f64)
         dtype = np.asarray(x_t).dtype
         mean = mean.reshape(shape)
         if not d.var_type.startswith("learned"):
@@ -460,7 +450,7 @@ class OracleDenoiser:
         if d.var_type == "learned":
             vals = var if d.profile.learned_output == "variance" else logvar
         else:
-            lo, hi = d._tab["small_logvar"][idx][col], d._tab["log_betas"][idx][col]
+            lo, hi = d.tables.small_logvar[idx][col], d.tables.log_betas[idx][col]
             span = hi - lo
             safe = np.where(span == 0, 1.0, span)
             vals = np.where(span == 0, 0.0, 2.0 * (logvar - lo) / safe - 1.0)

@@ -109,9 +109,9 @@ def sampler_affine_steps(
             "var_type, or variance='exact'"
         )
     if sampler == "ddim":
-        eta = d._check_eta(eta, np.arange(d.num_timesteps))
+        eta = d.check_eta(eta, np.arange(d.num_timesteps))
     T = d.num_timesteps
-    mask = d._nonzero_mask(np.arange(T), 1, np.dtype(np.float64))
+    mask = d.nonzero_mask(np.arange(T), 1, np.dtype(np.float64))
     steps = []
     for t in range(T - 1, -1, -1):
         ab, om = s.alphas_cumprod[t], s.one_minus_alphas_cumprod[t]
@@ -123,9 +123,9 @@ def sampler_affine_steps(
             P, Q = s.posterior_mean_coef1[t], s.posterior_mean_coef2[t]
             base = s.posterior_variance[t]
             if d.var_type == "fixed_small":
-                model_v = np.full_like(lam, d._tab["small_var"][t])
+                model_v = np.full_like(lam, d.tables.small_var[t])
             elif d.var_type == "fixed_large":
-                model_v = np.full_like(lam, d._tab["large_var"][t])
+                model_v = np.full_like(lam, d.tables.large_var[t])
             else:  # the oracle's learned channels: the exact diagonal reverse variance
                 model_v = base + P**2 * post_var
         else:

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from .. import rng
-from .._checks import choose
+from .._checks import check_batch, choose
 from ..diffusion import GaussianDiffusion
 from ..kernels import BACKENDS
 
@@ -48,8 +48,8 @@ def kernel_log_variance(diffusion: GaussianDiffusion) -> Array | None:
         or not p.ddim_rederive_eps
     ):
         return None
-    key = "small_logvar" if diffusion.var_type == "fixed_small" else "large_logvar"
-    return np.asarray(diffusion._tab[key])
+    tables = diffusion.tables
+    return tables.small_logvar if diffusion.var_type == "fixed_small" else tables.large_logvar
 
 
 def check_kernel_path(diffusion, backend, variance, denoised_fn) -> Array | None:
@@ -86,7 +86,7 @@ def setup(diffusion, denoiser, x_T_or_shape, seed, noise, backend, variance):
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if isinstance(x_T_or_shape, np.ndarray):
-        x = diffusion._x(x_T_or_shape, "x_T").copy()
+        x = check_batch(x_T_or_shape, "x_T").copy()
     else:
         try:
             shape = tuple(x_T_or_shape)

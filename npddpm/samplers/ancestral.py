@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 
 from .. import kernels
-from ..diffusion import DenoisedFn, GaussianDiffusion
+from ..diffusion import GaussianDiffusion
+from ..typing import Backend, DenoisedFn, Denoiser
 from ._common import check_kernel_path, exact_noise, run_loop, setup
 
 __all__ = ["ddim", "ddpm"]
 
 Array = np.ndarray
-Denoiser = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def ddpm(
@@ -27,7 +27,7 @@ def ddpm(
     *,
     seed: int = 0,
     noise: Array | None = None,
-    backend: str = "numpy",
+    backend: Backend | str = "numpy",
     clip_denoised: bool = True,
     denoised_fn: DenoisedFn | None = None,
     variance: str = "model",
@@ -98,7 +98,7 @@ def ddim(
     eta: float = 0.0,
     seed: int = 0,
     noise: Array | None = None,
-    backend: str = "numpy",
+    backend: Backend | str = "numpy",
     clip_denoised: bool = True,
     denoised_fn: DenoisedFn | None = None,
     variance: str = "model",
@@ -111,7 +111,7 @@ def ddim(
     Returns x₀, or ``(x₀, trajectory)`` as :func:`ddpm`.
     """
     x, noise, variance = setup(diffusion, denoiser, x_T_or_shape, seed, noise, backend, variance)
-    eta = diffusion._check_eta(eta, np.arange(diffusion.num_timesteps))
+    eta = diffusion.check_eta(eta, np.arange(diffusion.num_timesteps))
     s = diffusion.schedule
     kernel_lv = check_kernel_path(diffusion, backend, variance, denoised_fn)
 

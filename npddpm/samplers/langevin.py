@@ -28,6 +28,7 @@ import numpy as np
 from .. import kernels
 from ..diffusion import GaussianDiffusion
 from ..kernels import BACKENDS
+from ..typing import Backend, Denoiser
 from ._common import check_kernel_path, step_noise
 
 __all__ = [
@@ -67,7 +68,7 @@ def _count(value: int, name: str, minimum: int = 0) -> int:
 # ------------------------------------------------------------------- score adapters
 
 
-def score_from_denoiser(diffusion: GaussianDiffusion, denoiser: Callable) -> Callable:
+def score_from_denoiser(diffusion: GaussianDiffusion, denoiser: Denoiser) -> Callable:
     r"""``score(x_t, t_index) = ∇ log q(x_t)`` from any denoiser of ``diffusion``.
 
     The model's x̂₀ (unclipped, from its ε, x₀, v or x_{t−1} output) gives
@@ -91,10 +92,9 @@ def score_from_denoiser(diffusion: GaussianDiffusion, denoiser: Callable) -> Cal
 def eps_from_score_fn(diffusion: GaussianDiffusion, score: Callable) -> Callable:
     r"""An ε-denoiser ``(x_t, t_original) -> −√(1 − ᾱ_t)·score(x_t, t_index)`` from a score
     function of (x_t, index), for a diffusion with ``mean_type="eps"``."""
-    lookup = {int(v): i for i, v in enumerate(diffusion.schedule.timestep_map)}
 
     def eps(x_t: Array, t_orig: Array) -> Array:
-        idx = np.array([lookup[int(v)] for v in np.asarray(t_orig)], dtype=np.int64)
+        idx = diffusion.schedule.index_of(t_orig)
         om = diffusion.schedule.one_minus_alphas_cumprod[idx]
         shape = (-1,) + (1,) * (np.ndim(x_t) - 1)
         return (-np.sqrt(om).reshape(shape) * score(x_t, idx)).astype(np.asarray(x_t).dtype)
@@ -118,7 +118,7 @@ def langevin(
     callback: Callable[[dict[str, Any]], None] | None = None,
     return_trajectory: bool = False,
     return_info: bool = False,
-    backend: str = "numpy",
+    backend: Backend | str = "numpy",
 ):
     r"""Unadjusted Langevin (ULA) or, with ``metropolis=True``, MALA (Roberts & Tweedie 1996).
 
@@ -249,7 +249,7 @@ def _start(diffusion, denoiser, x_T_or_shape, seed):
 
 def annealed_langevin(
     diffusion: GaussianDiffusion,
-    denoiser: Callable,
+    denoiser: Denoiser,
     x_T_or_shape,
     *,
     n_steps_each: int = 5,
@@ -257,7 +257,7 @@ def annealed_langevin(
     seed: int = 0,
     denoise_last: bool = True,
     callback: Callable[[dict[str, Any]], None] | None = None,
-    backend: str = "numpy",
+    backend: Backend | str = "numpy",
 ) -> Array:
     r"""Annealed Langevin dynamics over the diffusion's noise levels (Song & Ermon 2019,
     Algorithm 1).
@@ -300,7 +300,7 @@ def annealed_langevin(
 
 def predictor_corrector(
     diffusion: GaussianDiffusion,
-    denoiser: Callable,
+    denoiser: Denoiser,
     x_T_or_shape,
     *,
     n_corrector: int = 1,
@@ -308,7 +308,7 @@ def predictor_corrector(
     seed: int = 0,
     clip_denoised: bool = False,
     per_example: bool = False,
-    backend: str = "numpy",
+    backend: Backend | str = "numpy",
     callback: Callable[[dict[str, Any]], None] | None = None,
     return_info: bool = False,
 ):
