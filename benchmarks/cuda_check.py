@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import npddpm.kernels as K
 from npddpm import Schedule, _numba, rng
-from npddpm.kernels import reference
+from npddpm.kernels import dispatch
 
 FAILURES: list[str] = []
 
@@ -135,11 +135,11 @@ def run_timing(schedule: Schedule, n: int, row: int, repeat: int) -> list[dict]:
     words = rng.kernel_words(7, 3)
 
     def dev(coefs):
-        return [cuda.to_device(np.ascontiguousarray(c)) for c in coefs]
+        return type(coefs)(*(cuda.to_device(np.ascontiguousarray(c)) for c in coefs))
 
-    q_co = dev(reference.q_sample_coefficients(schedule, t, dt))
-    p_co = dev(reference.ddpm_coefficients(schedule, t, lv, dt))
-    i_co = dev(reference.ddim_coefficients(schedule, t, 1.0, dt))
+    q_co = dev(dispatch.q_sample_coefs(schedule, t, dt))
+    p_co = dev(dispatch.ddpm_coefs(schedule, t, lv, dt))
+    i_co = dev(dispatch.ddim_coefs(schedule, t, 1.0, dt))
     blocks, tpb = _numba.cuda_launch_shape(n)
     rblocks, rtpb = _numba.cuda_launch_shape((n + 3) // 4)
     d_flat = cuda.device_array(n, dt)
@@ -147,25 +147,28 @@ def run_timing(schedule: Schedule, n: int, row: int, repeat: int) -> list[dict]:
     cases = {
         "device copy (D2D)": (lambda: d_out.copy_to_device(d_x), 2),
         "normals": (lambda: ks["standard_normal_flat"][rblocks, rtpb](*words, d_flat), 1),
-        "q_sample [noise given]": (lambda: ks["q_sample"][blocks, tpb](d_x, d_z, *q_co, d_out), 3),
+        "q_sample [noise given]": (
+            lambda: ks["q_sample"][blocks, tpb]((d_x,), d_z, q_co, False, d_out),
+            3,
+        ),
         "q_sample [in-kernel noise]": (
-            lambda: ks["q_sample_rng"][rblocks, rtpb](d_x, *q_co, *words, d_out),
+            lambda: ks["q_sample_rng"][rblocks, rtpb]((d_x,), q_co, False, *words, d_out),
             2,
         ),
         "ddpm_step [noise given]": (
-            lambda: ks["ddpm_step"][blocks, tpb](d_x, d_e, d_z, *p_co, False, d_out),
+            lambda: ks["ddpm_step"][blocks, tpb]((d_x, d_e), d_z, p_co, False, d_out),
             4,
         ),
         "ddpm_step [in-kernel noise]": (
-            lambda: ks["ddpm_step_rng"][rblocks, rtpb](d_x, d_e, *p_co, False, *words, d_out),
+            lambda: ks["ddpm_step_rng"][rblocks, rtpb]((d_x, d_e), p_co, False, *words, d_out),
             3,
         ),
         "ddim_step [noise given]": (
-            lambda: ks["ddim_step"][blocks, tpb](d_x, d_e, d_z, *i_co, False, d_out),
+            lambda: ks["ddim_step"][blocks, tpb]((d_x, d_e), d_z, i_co, False, d_out),
             4,
         ),
         "ddim_step [in-kernel noise]": (
-            lambda: ks["ddim_step_rng"][rblocks, rtpb](d_x, d_e, *i_co, False, *words, d_out),
+            lambda: ks["ddim_step_rng"][rblocks, rtpb]((d_x, d_e), i_co, False, *words, d_out),
             3,
         ),
     }

@@ -76,7 +76,8 @@ def cpu_jit(
     cache : bool or None, default None
         Cache the compiled code on disk; ``None`` means :data:`CACHE`. The cache is keyed on
         the source file of each *kernel*: when a helper in another file changes
-        (``npddpm/rng.py``), remove the kernel's ``__pycache__`` (or ``NUMBA_CACHE_DIR``).
+        (``npddpm/rng.py``, ``npddpm/kernels/elementwise.py``), remove the kernel's
+        ``__pycache__`` (or ``NUMBA_CACHE_DIR``) — the bitwise tests catch a stale cache.
     nogil : bool, default True
         Release the GIL while running (the nn layers run chunks of a batch in threads).
     error_model : {"numpy", "python"}, default "numpy"

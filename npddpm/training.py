@@ -28,6 +28,7 @@ import numpy as np
 from ._checks import as_int, choose
 from .diffusion import LOSS_TYPES, MEAN_TYPES, VAR_TYPES, GaussianDiffusion
 from .io import load_checkpoint, save_checkpoint
+from .kernels import BACKENDS
 from .schedules import Schedule
 
 __all__ = [
@@ -99,7 +100,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         choose(self.model, "model", MODELS)
-        choose(self.backend, "backend", ("numpy", "cpu", "cuda"))
+        choose(self.backend, "backend", BACKENDS)
         choose(self.mean_type, "mean_type", MEAN_TYPES)
         choose(self.var_type, "var_type", VAR_TYPES)
         choose(self.loss_type, "loss_type", LOSS_TYPES)

@@ -3,9 +3,16 @@
 Twin of :mod:`npddpm.kernels.cuda`; the NumPy spec is :mod:`npddpm.kernels.reference`,
 whose expressions are evaluated here in the same order, so with fastmath off the results
 are bitwise equal. Arrays are 2-D ``(B, D)`` and C-contiguous; per-row coefficients are
-``(B,)`` arrays of the array dtype. Nothing here validates (the public wrapper in
+``(B,)`` arrays of the array dtype, in the kernel's named tuple
+(:mod:`npddpm.kernels.contract`). Nothing here validates (the public wrapper in
 :mod:`npddpm.kernels.dispatch` does). Importing this module compiles nothing; each kernel
 compiles on its first call for each dtype (and is cached, see :mod:`npddpm._numba`).
+
+Every kernel is one of two loop drivers, :func:`_given` (noise given) and :func:`_in_kernel`
+(in-kernel noise), compiled around the kernel's per-row and per-element functions from
+:mod:`npddpm.kernels.elementwise` (inlined at Numba-IR level, so the compiled loops are those
+a hand-written kernel would have). Arguments: ``(inputs, noise, coefs, clip, out)`` and
+``(inputs, coefs, clip, k0, k1, s0, s1, scratch, out)``, with ``inputs`` a tuple of arrays.
 
 In-kernel noise: each row is processed in chunks of :data:`CHUNK` elements. For a chunk with
 flat indices ``[i, i + n)``, :func:`normals_into` writes the normals into a per-thread
@@ -19,12 +26,17 @@ rows is computed by both (a pure function of ``(seed, stream, q)``).
 
 from __future__ import annotations
 
+from types import FunctionType
+from typing import Any
+
 import numpy as np
 from numba import get_thread_id, prange, types
 from numba.extending import overload
 
 from .. import rng
 from .._numba import cpu_jit
+from . import elementwise
+from .contract import KernelCall
 
 _MASK = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
@@ -133,153 +145,58 @@ def standard_normal(seed: int, stream: int, shape: tuple[int, ...], dtype) -> np
 
 
 # --------------------------------------------------------------------------------------
-# Element-wise helpers (the expressions of reference.py, in the same order)
+# The loop drivers: one with the noise given, one with in-kernel noise, for every kernel
 # --------------------------------------------------------------------------------------
 
+_ELEMENTWISE = elementwise.build(cpu_jit(inline=True, boundscheck=False))
 
-@cpu_jit(inline=True, boundscheck=False)
-def _x0_hat(x, e, c_recip, c_recipm1, clip, one):
-    v = c_recip * x - c_recipm1 * e
-    if clip:
-        if v < -one:
-            v = -one
-        elif v > one:
-            v = one
-    return v
+# The two drivers below are templates: `_bind` gives each kernel a copy whose globals `_row`
+# and `_elem` are that kernel's pair (Numba freezes globals into the compiled code, as it
+# inlines them). Globals, not closure variables: Numba keys its on-disk cache on a closure's
+# contents, and a dispatcher pickles differently in every process, so closures never hit it.
+_row: Any = None
+_elem: Any = None
 
 
-@cpu_jit(inline=True, boundscheck=False)
-def _ddpm(x, e, z, c_recip, c_recipm1, c1, c2, s, clip, one):
-    x0 = _x0_hat(x, e, c_recip, c_recipm1, clip, one)
-    return (c1 * x0 + c2 * x) + s * z
-
-
-@cpu_jit(inline=True, boundscheck=False)
-def _ddim(x, e, z, c_recip, c_recipm1, c_prev, c_dir, s, clip, one):
-    x0 = _x0_hat(x, e, c_recip, c_recipm1, clip, one)
-    eps_hat = (c_recip * x - x0) / c_recipm1
-    return (x0 * c_prev + c_dir * eps_hat) + s * z
-
-
-# --------------------------------------------------------------------------------------
-# Kernels with the noise given
-# --------------------------------------------------------------------------------------
-
-
-@cpu_jit(parallel=True, boundscheck=False)
-def q_sample(x0, z, a, b, out):
-    B, D = out.shape
-    for r in prange(B):
-        ar = a[r]
-        br = b[r]
-        for j in range(D):
-            out[r, j] = ar * x0[r, j] + br * z[r, j]
-
-
-@cpu_jit(parallel=True, boundscheck=False)
-def ddpm_step(x, eps, z, c_recip, c_recipm1, c1, c2, s, clip, out):
+def _given(inputs, z, coefs, clip, out):
     B, D = out.shape
     one = out.dtype.type(1.0)
     for r in prange(B):
-        cr, crm, k1, k2, sr = c_recip[r], c_recipm1[r], c1[r], c2[r], s[r]
+        c = _row(coefs, r)
         for j in range(D):
-            out[r, j] = _ddpm(x[r, j], eps[r, j], z[r, j], cr, crm, k1, k2, sr, clip, one)
+            out[r, j] = _elem(inputs, r, j, z[r, j], c, clip, one)
 
 
-@cpu_jit(parallel=True, boundscheck=False)
-def ddim_step(x, eps, z, c_recip, c_recipm1, c_prev, c_dir, s, clip, out):
-    B, D = out.shape
-    one = out.dtype.type(1.0)
-    for r in prange(B):
-        cr, crm, cp, cd, sr = c_recip[r], c_recipm1[r], c_prev[r], c_dir[r], s[r]
-        for j in range(D):
-            out[r, j] = _ddim(x[r, j], eps[r, j], z[r, j], cr, crm, cp, cd, sr, clip, one)
-
-
-@cpu_jit(parallel=True, boundscheck=False)
-def langevin_step(x, g, z, a, b, out):
-    B, D = out.shape
-    for r in prange(B):
-        ar = a[r]
-        br = b[r]
-        for j in range(D):
-            out[r, j] = (x[r, j] + ar * g[r, j]) + br * z[r, j]
-
-
-# --------------------------------------------------------------------------------------
-# Kernels with in-kernel noise: normals of a chunk into the thread's scratch row, then the step
-# --------------------------------------------------------------------------------------
-
-
-@cpu_jit(parallel=True, boundscheck=False)
-def q_sample_rng(x0, a, b, k0, k1, s0, s1, scratch, out):
-    B, D = out.shape
-    for r in prange(B):
-        z = scratch[get_thread_id()]
-        ar = a[r]
-        br = b[r]
-        for c in range(0, D, CHUNK):
-            n = min(CHUNK, D - c)
-            normals_into(r * D + c, n, k0, k1, s0, s1, z)
-            for m in range(n):
-                out[r, c + m] = ar * x0[r, c + m] + br * z[m]
-
-
-@cpu_jit(parallel=True, boundscheck=False)
-def ddpm_step_rng(x, eps, c_recip, c_recipm1, c1, c2, s, clip, k0, k1, s0, s1, scratch, out):
+def _in_kernel(inputs, coefs, clip, k0, k1, s0, s1, scratch, out):
     B, D = out.shape
     one = out.dtype.type(1.0)
     for r in prange(B):
         z = scratch[get_thread_id()]
-        cr, crm, m1, m2, sr = c_recip[r], c_recipm1[r], c1[r], c2[r], s[r]
-        for c in range(0, D, CHUNK):
-            n = min(CHUNK, D - c)
-            normals_into(r * D + c, n, k0, k1, s0, s1, z)
+        c = _row(coefs, r)
+        for j0 in range(0, D, CHUNK):
+            n = min(CHUNK, D - j0)
+            normals_into(r * D + j0, n, k0, k1, s0, s1, z)
             for m in range(n):
-                j = c + m
-                out[r, j] = _ddpm(x[r, j], eps[r, j], z[m], cr, crm, m1, m2, sr, clip, one)
+                out[r, j0 + m] = _elem(inputs, r, j0 + m, z[m], c, clip, one)
 
 
-@cpu_jit(parallel=True, boundscheck=False)
-def ddim_step_rng(x, eps, c_recip, c_recipm1, c_prev, c_dir, s, clip, k0, k1, s0, s1, scratch, out):
-    B, D = out.shape
-    one = out.dtype.type(1.0)
-    for r in prange(B):
-        z = scratch[get_thread_id()]
-        cr, crm, cp, cd, sr = c_recip[r], c_recipm1[r], c_prev[r], c_dir[r], s[r]
-        for c in range(0, D, CHUNK):
-            n = min(CHUNK, D - c)
-            normals_into(r * D + c, n, k0, k1, s0, s1, z)
-            for m in range(n):
-                j = c + m
-                out[r, j] = _ddim(x[r, j], eps[r, j], z[m], cr, crm, cp, cd, sr, clip, one)
+def _bind(template: Any, name: str, row: Any, elem: Any) -> Any:
+    """``template`` compiled with ``_row, _elem = row, elem``, under its own name (the cache
+    file of a kernel is named after its qualified name)."""
+    fn = FunctionType(template.__code__, {**template.__globals__, "_row": row, "_elem": elem}, name)
+    fn.__qualname__ = name
+    return cpu_jit(parallel=True, boundscheck=False)(fn)
 
 
-@cpu_jit(parallel=True, boundscheck=False)
-def langevin_step_rng(x, g, a, b, k0, k1, s0, s1, scratch, out):
-    B, D = out.shape
-    for r in prange(B):
-        z = scratch[get_thread_id()]
-        ar = a[r]
-        br = b[r]
-        for c in range(0, D, CHUNK):
-            n = min(CHUNK, D - c)
-            normals_into(r * D + c, n, k0, k1, s0, s1, z)
-            for m in range(n):
-                out[r, c + m] = (x[r, c + m] + ar * g[r, c + m]) + br * z[m]
+def _drivers(name: str, row: Any, elem: Any) -> tuple[Any, Any]:
+    """The two parallel kernels of ``name`` around its ``(row, elem)`` pair
+    (:mod:`npddpm.kernels.elementwise`): ``prange`` over rows, the row's coefficients
+    hoisted, and either the given noise or the normals of each chunk of the row."""
+    return _bind(_given, name, row, elem), _bind(_in_kernel, name + "_rng", row, elem)
 
 
-_KERNELS = {
-    "q_sample": q_sample,
-    "ddpm_step": ddpm_step,
-    "ddim_step": ddim_step,
-    "langevin_step": langevin_step,
-}
-_RNG_KERNELS = {
-    "q_sample": q_sample_rng,
-    "ddpm_step": ddpm_step_rng,
-    "ddim_step": ddim_step_rng,
-    "langevin_step": langevin_step_rng,
+_KERNELS: dict[str, tuple[Any, Any]] = {
+    name: _drivers(name, *pair) for name, pair in _ELEMENTWISE.items()
 }
 
 
@@ -292,38 +209,43 @@ def scratch(dtype) -> np.ndarray:
 
 #: Rows narrower than this take their in-kernel noise in one flat pass first (the noise
 #: is a function of the flat index, so the values are the same): per-row noise chunks of a
-#: few elements cost ~50x the arithmetic (10,000 rows of 2: 1 ms one-pass, 0.1 ms two-pass).
+#: few elements cost far more than the arithmetic (figures in ``benchmarks/README.md``).
 NARROW = 64
 
 
 #: Below this many elements the kernels run on the calling thread only: a parallel region
 #: costs more than it saves there, and its idle worker threads spin against a denoiser's
-#: own threads (a 10,000 × 2 sampling step cost its MLP ~8 ms per step).
+#: own threads (figures in ``benchmarks/README.md``).
 SERIAL_BELOW = 100_000
 
 
-def run(name, arrays, coefs, extra, noise, seed, stream, out):
-    """Backend entry point (see :mod:`.dispatch`): ``(B, D)`` arrays, noise or a seed."""
-    if arrays[0].size < SERIAL_BELOW:
+def run(call: KernelCall) -> np.ndarray:
+    """Backend entry point (see :class:`npddpm.kernels.contract.Backend`)."""
+    if call.inputs[0].size < SERIAL_BELOW:
         import numba
 
         previous = numba.get_num_threads()
         numba.set_num_threads(1)
         try:
-            return _run(name, arrays, coefs, extra, noise, seed, stream, out)
+            return _run(call)
         finally:
             numba.set_num_threads(previous)
-    return _run(name, arrays, coefs, extra, noise, seed, stream, out)
+    return _run(call)
 
 
-def _run(name, arrays, coefs, extra, noise, seed, stream, out):
-    x = arrays[0]
-    res = np.empty(x.shape, x.dtype) if out is None else out
-    if noise is None and x.shape[1] < NARROW:
-        noise = standard_normal(seed, stream, x.shape, x.dtype)
+def _run(call: KernelCall) -> np.ndarray:
+    x = call.inputs[0]
+    res = np.empty(x.shape, x.dtype) if call.out is None else call.out
+    noise = call.noise
+    if noise is None:
+        assert call.seed is not None  # the contract: noise or a seed
+        if x.shape[1] < NARROW:
+            noise = standard_normal(call.seed, call.stream, x.shape, x.dtype)
+    given, in_kernel = _KERNELS[call.kernel]
     if noise is not None:
-        _KERNELS[name](*arrays, noise, *coefs, *extra, res)
+        given(call.inputs, noise, call.coefs, call.clip, res)
     else:
-        words = rng.kernel_words(seed, stream)
-        _RNG_KERNELS[name](*arrays, *coefs, *extra, *words, scratch(x.dtype), res)
+        assert call.seed is not None
+        words = rng.kernel_words(call.seed, call.stream)
+        in_kernel(call.inputs, call.coefs, call.clip, *words, scratch(x.dtype), res)
     return res

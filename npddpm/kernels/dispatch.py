@@ -19,6 +19,9 @@ noise or a ``(seed, stream)`` for the counter-based generator of :mod:`npddpm.rn
     Bitwise equal under the simulator; on a GPU within a few ulp (FMA contraction; normals
     within :data:`npddpm.rng.NORMAL_ULP_BOUND` ulp), for any launch shape.
 
+Each backend module satisfies :class:`npddpm.kernels.contract.Backend`: this module validates
+the arguments, builds the kernel's named coefficient tuple (the ``*_coefs`` functions below, the
+one place they are computed) and hands the backend one :class:`~npddpm.kernels.contract.KernelCall`.
 The kernel modules are imported on first use, so importing this module imports no Numba.
 """
 
@@ -32,17 +35,32 @@ import numpy as np
 from .._checks import choose
 from ..schedules import Schedule
 from . import reference
+from .contract import (
+    BACKENDS,
+    Backend,
+    Coefs,
+    DDIMCoefs,
+    DDPMCoefs,
+    KernelCall,
+    KernelName,
+    LangevinCoefs,
+    QSampleCoefs,
+)
 
 __all__ = [
     "BACKENDS",
+    "ddim_coefs",
     "ddim_step",
+    "ddpm_coefs",
     "ddpm_step",
     "fixed_log_variance",
+    "gather",
+    "langevin_coefs",
+    "langevin_step",
     "q_sample",
+    "q_sample_coefs",
     "standard_normal",
 ]
-
-BACKENDS = ("numpy", "cpu", "cuda")
 
 _CUDA_INSTALL = (
     "install the CUDA extra with `pip install 'npddpm[cuda]'` (numba-cuda) on a machine with an "
@@ -56,7 +74,7 @@ _CUDA_INSTALL = (
 # --------------------------------------------------------------------------------------
 
 
-def _backend(name: object) -> Any:
+def _backend(name: object) -> Backend:
     choose(name, "backend", BACKENDS)
     if name == "numpy":
         return reference
@@ -67,7 +85,7 @@ def _backend(name: object) -> Any:
     return _cuda_module()
 
 
-def _cuda_module():
+def _cuda_module() -> Backend:
     try:
         from numba import cuda as nbcuda
     except ImportError as exc:  # pragma: no cover - numba is a dependency
@@ -227,15 +245,87 @@ def fixed_log_variance(schedule: Schedule, var_type: str = "fixed_small") -> np.
 
 
 # --------------------------------------------------------------------------------------
+# Per-row coefficients: computed here, once, for every backend
+# --------------------------------------------------------------------------------------
+
+
+def gather(arr: Any, t: np.ndarray, dtype: Any) -> np.ndarray:
+    """``arr[t]`` cast to ``dtype``: shape (B,) (improved-diffusion ``_extract_into_tensor``:
+    ``th.from_numpy(arr)[t].float()``; the schedule arrays are float64)."""
+    return np.asarray(arr, np.float64)[t].astype(dtype)
+
+
+def q_sample_coefs(schedule: Schedule, t: np.ndarray, dtype: Any) -> QSampleCoefs:
+    """``(√ᾱ_t, √(1 − ᾱ_t))`` per row, in ``dtype``."""
+    return QSampleCoefs(
+        gather(schedule.sqrt_alphas_cumprod, t, dtype),
+        gather(schedule.sqrt_one_minus_alphas_cumprod, t, dtype),
+    )
+
+
+def langevin_coefs(step_size: float, batch: int, dtype: Any) -> LangevinCoefs:
+    """``(δ/2, √δ)`` for every row: computed in float64, cast to ``dtype``."""
+    return LangevinCoefs(
+        np.full(batch, step_size / 2, dtype=dtype), np.full(batch, np.sqrt(step_size), dtype=dtype)
+    )
+
+
+def ddpm_coefs(schedule: Schedule, t: np.ndarray, log_variance: Any, dtype: Any) -> DDPMCoefs:
+    r"""``(√(1/ᾱ), √(1/ᾱ − 1), coef1, coef2, s)`` per row, in ``dtype``.
+
+    ``s = [t ≠ 0]·exp(½·log_variance[t])`` (improved-diffusion ``p_sample``:
+    ``nonzero_mask * th.exp(0.5 * out["log_variance"])``), evaluated in ``dtype``.
+    """
+    dt = np.dtype(dtype)
+    mask = (t != 0).astype(dt)
+    return DDPMCoefs(
+        gather(schedule.sqrt_recip_alphas_cumprod, t, dt),
+        gather(schedule.sqrt_recipm1_alphas_cumprod, t, dt),
+        gather(schedule.posterior_mean_coef1, t, dt),
+        gather(schedule.posterior_mean_coef2, t, dt),
+        mask * np.exp(dt.type(0.5) * gather(log_variance, t, dt)),
+    )
+
+
+def ddim_coefs(schedule: Schedule, t: np.ndarray, eta: float, dtype: Any) -> DDIMCoefs:
+    r"""``(√(1/ᾱ), √(1/ᾱ − 1), √ᾱ_prev, √(1 − ᾱ_prev − σ²), [t ≠ 0]·σ)`` per row, in ``dtype``.
+
+    .. math:: \sigma = \eta \sqrt{(1 - \bar\alpha_{prev})/(1 - \bar\alpha)}
+              \sqrt{1 - \bar\alpha/\bar\alpha_{prev}}
+
+    (Song et al. 2021, Eq. 16; improved-diffusion ``ddim_sample``), evaluated in ``dtype``
+    from the gathered ᾱ and ᾱ_prev.
+    """
+    dt = np.dtype(dtype)
+    one = dt.type(1.0)
+    ab = gather(schedule.alphas_cumprod, t, dt)
+    ab_prev = gather(schedule.alphas_cumprod_prev, t, dt)
+    sigma = dt.type(eta) * np.sqrt((one - ab_prev) / (one - ab)) * np.sqrt(one - ab / ab_prev)
+    mask = (t != 0).astype(dt)
+    return DDIMCoefs(
+        gather(schedule.sqrt_recip_alphas_cumprod, t, dt),
+        gather(schedule.sqrt_recipm1_alphas_cumprod, t, dt),
+        np.sqrt(ab_prev),
+        np.sqrt(one - ab_prev - sigma**2),
+        mask * sigma,
+    )
+
+
+# --------------------------------------------------------------------------------------
 # The kernels
 # --------------------------------------------------------------------------------------
 
 
-def _run(name, mod, arrays, coefs, extra, noise, seed, stream, out, shape):
-    """Run kernel ``name`` of backend module ``mod`` on the flattened arrays."""
-    res = mod.run(
-        name, [_flat(a) for a in arrays], coefs, extra, _flat(noise), seed, stream, _flat(out)
-    )
+def _run(
+    kernel: KernelName, be: Backend, inputs: tuple, coefs: Coefs, clip: bool, noise: Any,
+    seed: int | None, stream: int, out: Any, shape: tuple[int, ...],
+) -> Any:  # fmt: skip
+    """Run ``kernel`` of backend ``be`` on the flattened arrays."""
+    call = KernelCall(
+        kernel, tuple(_flat(a) for a in inputs), coefs, bool(clip), _flat(noise), seed, stream,
+        _flat(out),
+    )  # fmt: skip
+    res = be.run(call)
     return res.reshape(shape) if out is None else out
 
 
@@ -280,8 +370,8 @@ def q_sample(
     t = _timesteps(t, x.shape[0], schedule.num_timesteps)
     noise, seed, stream = _noise_source(noise, seed, stream, x, backend)
     out = _output(out, x, backend, (x, noise))
-    coefs = reference.q_sample_coefficients(schedule, t, x.dtype)
-    return _run("q_sample", be, (x,), coefs, (), noise, seed, stream, out, x.shape)
+    coefs = q_sample_coefs(schedule, t, x.dtype)
+    return _run("q_sample", be, (x,), coefs, False, noise, seed, stream, out, x.shape)
 
 
 def langevin_step(
@@ -314,9 +404,8 @@ def langevin_step(
         raise ValueError(f"step_size must be a finite number > 0, got {step_size!r}")
     noise, seed, stream = _noise_source(noise, seed, stream, xa, backend)
     out = _output(out, xa, backend, (xa, g, noise))
-    B = xa.shape[0]
-    coefs = (np.full(B, delta / 2, dtype=xa.dtype), np.full(B, np.sqrt(delta), dtype=xa.dtype))
-    return _run("langevin_step", be, (xa, g), coefs, (), noise, seed, stream, out, xa.shape)
+    coefs = langevin_coefs(delta, xa.shape[0], xa.dtype)
+    return _run("langevin_step", be, (xa, g), coefs, False, noise, seed, stream, out, xa.shape)
 
 
 def ddpm_step(
@@ -376,9 +465,8 @@ def ddpm_step(
         raise TypeError(f"clip_denoised must be a bool, got {clip_denoised!r}")
     noise, seed, stream = _noise_source(noise, seed, stream, x, backend)
     out = _output(out, x, backend, (x, e, noise))
-    coefs = reference.ddpm_coefficients(schedule, t, logvar, x.dtype)
-    extra = (bool(clip_denoised),)
-    return _run("ddpm_step", be, (x, e), coefs, extra, noise, seed, stream, out, x.shape)
+    coefs = ddpm_coefs(schedule, t, logvar, x.dtype)
+    return _run("ddpm_step", be, (x, e), coefs, clip_denoised, noise, seed, stream, out, x.shape)
 
 
 def ddim_step(
@@ -438,15 +526,14 @@ def ddim_step(
     noise, seed, stream = _noise_source(noise, seed, stream, x, backend)
     out = _output(out, x, backend, (x, e, noise))
     with np.errstate(invalid="ignore"):
-        coefs = reference.ddim_coefficients(schedule, t, float(eta), x.dtype)
-    if not np.all(np.isfinite(coefs[3])):
-        bad = int(t[np.flatnonzero(~np.isfinite(coefs[3]))[0]])
+        coefs = ddim_coefs(schedule, t, float(eta), x.dtype)
+    if not np.all(np.isfinite(coefs.direction_scale)):
+        bad = int(t[np.flatnonzero(~np.isfinite(coefs.direction_scale))[0]])
         raise ValueError(
             f"eta={eta} is too large at t={bad}: 1 - alphas_cumprod_prev - sigma**2 < 0 (DDIM "
             "needs sigma**2 <= 1 - alphas_cumprod_prev); use eta <= 1"
         )
-    extra = (bool(clip_denoised),)
-    return _run("ddim_step", be, (x, e), coefs, extra, noise, seed, stream, out, x.shape)
+    return _run("ddim_step", be, (x, e), coefs, clip_denoised, noise, seed, stream, out, x.shape)
 
 
 def standard_normal(

@@ -20,11 +20,28 @@ def _xs(shape=(4, 6), dtype=np.float32):
 
 def test_import_compiles_nothing():
     code = (
-        "import sys, npddpm, npddpm.kernels, npddpm.rng; "
+        "import sys, npddpm, npddpm.kernels, npddpm.rng, npddpm.samplers, npddpm.nn, "
+        "npddpm.metrics, npddpm.data, npddpm._numba; "
         "print(any(m == 'numba' or m.startswith('numba.') for m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_every_backend_module_satisfies_the_contract():
+    from npddpm.kernels import contract, cpu, cuda, reference
+
+    for mod in (reference, cpu, cuda):
+        assert isinstance(mod, contract.Backend), mod.__name__
+    assert K.BACKENDS is contract.BACKENDS
+
+
+def test_one_backends_tuple():
+    import npddpm.samplers
+    import npddpm.training
+
+    assert npddpm.samplers.BACKENDS is K.BACKENDS
+    assert npddpm.training.BACKENDS is K.BACKENDS
 
 
 def test_unknown_backend():

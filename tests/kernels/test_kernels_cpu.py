@@ -8,7 +8,7 @@ import pytest
 
 import npddpm.kernels as K
 from npddpm import Schedule, rng
-from npddpm.kernels import cpu, reference
+from npddpm.kernels import cpu, dispatch
 
 T = 50
 SCHEDULE = Schedule.from_name("cosine", T)
@@ -92,29 +92,28 @@ def test_ddim_step_closed_form():
     np.testing.assert_allclose(
         _call("ddim_step", x, e, t, eta=0.0), expected, rtol=1e-9, atol=1e-12
     )
-    coefs = reference.ddim_coefficients(SCHEDULE, t, 1.0, np.float64)
+    coefs = dispatch.ddim_coefs(SCHEDULE, t, 1.0, np.float64)
     sigma2 = SCHEDULE.posterior_variance[t] * (t != 0)
-    np.testing.assert_allclose(coefs[4] ** 2, sigma2, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(coefs.noise_scale**2, sigma2, rtol=1e-12, atol=1e-300)
 
 
 def test_clip_limits_x0_hat():
     x, e, z, t = _inputs((6, 5), np.float64)
     x = x * 50  # far outside [-1, 1]
-    coefs = reference.ddpm_coefficients(
-        SCHEDULE, t, SCHEDULE.posterior_log_variance_clipped, np.float64
-    )
+    coefs = dispatch.ddpm_coefs(SCHEDULE, t, SCHEDULE.posterior_log_variance_clipped, np.float64)
     got = K.ddpm_step(
         SCHEDULE, x, t, e, SCHEDULE.posterior_log_variance_clipped, z, clip_denoised=True
     )
-    x0 = np.clip(coefs[0][:, None] * x - coefs[1][:, None] * e, -1, 1)
-    expected = coefs[2][:, None] * x0 + coefs[3][:, None] * x + coefs[4][:, None] * z
+    c = {k: v[:, None] for k, v in coefs._asdict().items()}
+    x0 = np.clip(c["sqrt_recip_alphas_cumprod"] * x - c["sqrt_recipm1_alphas_cumprod"] * e, -1, 1)
+    expected = c["posterior_mean_coef1"] * x0 + c["posterior_mean_coef2"] * x + c["noise_scale"] * z
     np.testing.assert_allclose(got, expected, rtol=1e-14)
 
 
 def test_float32_coefficients_are_cast_then_computed():
     """improved-diffusion gathers in float64 and casts each coefficient to the array dtype."""
     t = np.array([0, 7, T - 1])
-    a, b = reference.q_sample_coefficients(SCHEDULE, t, np.float32)
+    a, b = dispatch.q_sample_coefs(SCHEDULE, t, np.float32)
     assert a.dtype == b.dtype == np.float32
     np.testing.assert_array_equal(a, SCHEDULE.sqrt_alphas_cumprod[t].astype(np.float32))
 
