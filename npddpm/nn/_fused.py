@@ -1,8 +1,8 @@
 r"""Fused float32 SiLU kernels for the MLP's training step (Numba, compiled on first use).
 
-NumPy's float32 ``exp`` runs at ~2.6 ns per element on one core here, so a NumPy SiLU on a
-4096 × 256 batch costs ~3.5 ms, as much as a 256 × 256 matrix product. These kernels compute
-the logistic function from a rational approximation of tanh,
+NumPy's float32 ``exp`` is a library call per element, so a NumPy SiLU on a large batch costs
+about as much as one of the MLP's matrix products (figures in ``benchmarks/README.md``).
+These kernels compute the logistic function from a rational approximation of tanh,
 
 .. math:: \sigma(x) = \tfrac12 + \tfrac12 \tanh(x/2), \qquad
           \tanh(y) \approx y\,P(y^2) / Q(y^2), \quad |y| \le 7.905\ (\text{clamped})

@@ -6,8 +6,7 @@ SiLU kernels of :mod:`npddpm.nn._fused`, and their derivative with the bias-grad
 sums taken in the same pass), bitwise equal to it (tested), but one compiled call per chunk
 instead of about thirty Python-level calls. That matters when chunks run side by side in
 threads: every Python-level call needs the GIL, and two threads handing it back and forth
-some sixty times a step cost 20-50 % of a 1024-row step (measured: two 512-row chunks in
-parallel took 1.2-1.8× as long as one chunk alone, against 1.0× for two separate processes).
+some sixty times a step cost a sizeable part of the step (figures in ``benchmarks/README.md``).
 A compiled chunk holds no GIL from start to end.
 
 Only built when NumPy's OpenBLAS exposes ``cblas_sgemm`` (:func:`npddpm.nn._blas.cblas_sgemm`);

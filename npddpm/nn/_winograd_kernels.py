@@ -20,7 +20,7 @@ Every kernel is serial and releases the GIL; the U-Net runs chunks of its batch 
 Each works one tile row at a time through small scratch rows, and every array index is built
 from loop counters only (``2 * j + 1``, never a precomputed offset ``o + ch``): LLVM can then
 prove the index non-negative, drop Numba's negative-index wrap-around and vectorise the
-channel loops, which measured 2–3× faster than flat offset arithmetic.
+channel loops (faster than flat offset arithmetic; figures in ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
