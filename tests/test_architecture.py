@@ -31,57 +31,19 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "npddpm"
 MAX_LINES = 600
 
-# --- allow-lists of today's violations (remove an entry when it is fixed) --------------------
+# --- allow-lists of known violations (empty: add one only with a reason, remove it when fixed) -
 
 # (a) each cycle as the set of modules of its strongly connected component
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"npddpm.diffusion", "npddpm.losses"}): (
-        "GaussianDiffusion's loss methods delegate to losses, which types and calls back into "
-        "GaussianDiffusion; being untangled"
-    ),
-}
+KNOWN_CYCLES: dict[frozenset[str], str] = {}
 
-# (b) (module that reaches in, module that owns the name, the private name). Today every
-# owner is GaussianDiffusion (npddpm.diffusion), whose internals are being made public.
-_PRIVATE_OF_DIFFUSION: dict[str, dict[str, str]] = {
-    "npddpm.analytic.mixture": {
-        "_tab": "the oracle denoiser reads the diffusion's coefficient tables",
-    },
-    "npddpm.analytic.moments": {
-        "_check_eta": "sampler_affine_steps validates η with the diffusion's check",
-        "_nonzero_mask": "the moment recursion reuses the last-step noise mask",
-        "_tab": "the moment recursion reads the coefficient tables",
-    },
-    "npddpm.losses": {
-        "_coef": "the losses gather schedule coefficients through the diffusion",
-        "_posterior_mean": "the VLB terms reuse the diffusion's posterior mean",
-        "_reverse": "the VLB terms reuse the reverse-step mean and variance",
-        "_t": "the losses reuse the diffusion's timestep validation",
-        "_tab": "the losses read the coefficient tables",
-        "_work_dtype": "the losses reuse the diffusion's working-dtype rule",
-        "_x": "the losses reuse the diffusion's batch validation",
-    },
-    "npddpm.samplers._common": {
-        "_tab": "the shared sampler step reads the coefficient tables",
-        "_x": "the shared sampler step reuses the batch validation",
-    },
-    "npddpm.samplers.ancestral": {
-        "_check_eta": "ddim validates η with the diffusion's check",
-    },
-}
-KNOWN_PRIVATE: dict[tuple[str, str, str], str] = {
-    (m, "npddpm.diffusion", name): why
-    for m, names in _PRIVATE_OF_DIFFUSION.items()
-    for name, why in names.items()
-}
+# (b) (module that reaches in, module that owns the name, the private name)
+KNOWN_PRIVATE: dict[tuple[str, str, str], str] = {}
 
 # (c) public packages whose import loads numba
 KNOWN_NUMBA: dict[str, str] = {}
 
 # (d) modules longer than MAX_LINES
-KNOWN_LONG: dict[str, str] = {
-    "npddpm.diffusion": "720 lines: GaussianDiffusion with its parameterisations; being split",
-}
+KNOWN_LONG: dict[str, str] = {}
 
 
 # --- reading the package ---------------------------------------------------------------------
