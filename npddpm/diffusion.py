@@ -107,6 +107,7 @@ class GaussianDiffusion:
         self.profile = get_profile(profile, **overrides)
         self.num_timesteps = schedule.num_timesteps
         self.tables = DiffusionTables.build(schedule, self.profile)
+        self._respaced = not schedule.is_identity_map  # for check_t's message
 
     def respace(self, timesteps: Any) -> GaussianDiffusion:
         """The same diffusion on ``schedule.respace(timesteps)``.
@@ -139,8 +140,7 @@ class GaussianDiffusion:
     def check_t(self, t: object, batch: int) -> Array:
         """``t`` validated as int64 indices ``(batch,)`` into this (respaced) schedule; a
         scalar is broadcast (:func:`npddpm._checks.check_timesteps`)."""
-        respaced = not self.schedule.is_identity_map
-        return check_timesteps(t, batch, self.num_timesteps, respaced=respaced)
+        return check_timesteps(t, batch, self.num_timesteps, respaced=self._respaced)
 
     def _noise(self, noise: object, rng: np.random.Generator | None, like: Array) -> Array:
         if noise is None:
