@@ -20,7 +20,7 @@ from .schedules import Schedule
 
 __all__ = [
     "Array",
-    "Backend",
+    "BackendName",
     "DenoisedFn",
     "Denoiser",
     "DiffusionLike",
@@ -38,8 +38,9 @@ MeanType = Literal["eps", "x0", "v", "x_prev"]
 VarType = Literal["fixed_small", "fixed_large", "learned", "learned_range"]
 #: improved-diffusion's loss types; ``rescaled_mse`` with a learned variance is the hybrid loss.
 LossType = Literal["mse", "rescaled_mse", "kl", "rescaled_kl"]
-#: The kernel backends: the NumPy reference, Numba CPU, Numba CUDA.
-Backend = Literal["numpy", "cpu", "cuda"]
+#: The kernel backends' names: the NumPy reference, Numba CPU, Numba CUDA (what
+#: ``npddpm.kernels.BACKENDS`` lists; ``npddpm.kernels.contract.Backend`` is the module protocol).
+BackendName = Literal["numpy", "cpu", "cuda"]
 
 #: ``denoised_fn(x̂₀) -> x̂₀``, applied before clipping (e.g. dynamic thresholding).
 DenoisedFn = Callable[[np.ndarray], np.ndarray]

@@ -541,6 +541,10 @@ def test_published_tables_helpers_and_literals():
 
     assert MEAN_TYPES == get_args(MeanType) and VAR_TYPES == get_args(VarType)
     assert LOSS_TYPES == get_args(LossType)
+    from npddpm.kernels import BACKENDS
+    from npddpm.typing import BackendName
+
+    assert BACKENDS == get_args(BackendName)
     d = GaussianDiffusion(LIN, var_type="fixed_large", profile="original_tf")
     tab = d.tables
     for arr in tab:

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import kernels
 from ..diffusion import GaussianDiffusion
-from ..typing import Backend, DenoisedFn, Denoiser
+from ..typing import BackendName, DenoisedFn, Denoiser
 from ._common import check_kernel_path, exact_noise, run_loop, setup
 
 __all__ = ["ddim", "ddpm"]
@@ -27,7 +27,7 @@ def ddpm(
     *,
     seed: int = 0,
     noise: Array | None = None,
-    backend: Backend | str = "numpy",
+    backend: BackendName | str = "numpy",
     clip_denoised: bool = True,
     denoised_fn: DenoisedFn | None = None,
     variance: str = "model",
@@ -98,7 +98,7 @@ def ddim(
     eta: float = 0.0,
     seed: int = 0,
     noise: Array | None = None,
-    backend: Backend | str = "numpy",
+    backend: BackendName | str = "numpy",
     clip_denoised: bool = True,
     denoised_fn: DenoisedFn | None = None,
     variance: str = "model",

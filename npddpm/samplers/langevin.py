@@ -28,7 +28,7 @@ import numpy as np
 from .. import kernels
 from ..diffusion import GaussianDiffusion
 from ..kernels import BACKENDS
-from ..typing import Backend, Denoiser
+from ..typing import BackendName, Denoiser
 from ._common import check_kernel_path, step_noise
 
 __all__ = [
@@ -118,7 +118,7 @@ def langevin(
     callback: Callable[[dict[str, Any]], None] | None = None,
     return_trajectory: bool = False,
     return_info: bool = False,
-    backend: Backend | str = "numpy",
+    backend: BackendName | str = "numpy",
 ):
     r"""Unadjusted Langevin (ULA) or, with ``metropolis=True``, MALA (Roberts & Tweedie 1996).
 
@@ -257,7 +257,7 @@ def annealed_langevin(
     seed: int = 0,
     denoise_last: bool = True,
     callback: Callable[[dict[str, Any]], None] | None = None,
-    backend: Backend | str = "numpy",
+    backend: BackendName | str = "numpy",
 ) -> Array:
     r"""Annealed Langevin dynamics over the diffusion's noise levels (Song & Ermon 2019,
     Algorithm 1).
@@ -308,7 +308,7 @@ def predictor_corrector(
     seed: int = 0,
     clip_denoised: bool = False,
     per_example: bool = False,
-    backend: Backend | str = "numpy",
+    backend: BackendName | str = "numpy",
     callback: Callable[[dict[str, Any]], None] | None = None,
     return_info: bool = False,
 ):
