@@ -72,7 +72,7 @@ class Schedule:
         (``1 − cumprod(1 − β)``). ``"high"`` computes ``1 − ᾱ`` as
         ``−expm1(cumsum(log1p(−β)))`` and builds every array that contains ``1 − ᾱ`` from it,
         which removes the cancellation at small t (relative error about 1e-16 instead of
-        up to 1e-12 for T = 1000; see ``tests/properties/test_schedule_oracle.py``).
+        up to 1e-12 for T = 1000; see ``tests/test_schedules_properties.py``).
 
     Attributes
     ----------

@@ -24,8 +24,8 @@ def data(B=6, D=3, seed=0, dtype=np.float64):
 
 
 def err_bound(s: Schedule, t: np.ndarray) -> np.ndarray:
-    """Relative error bound B_t of the computed 1 − ᾱ_t (see tests/properties); every
-    coefficient built on 1 − ᾱ inherits it."""
+    """Relative error bound B_t of the computed 1 − ᾱ_t (see
+    tests/test_schedules_properties.py); every coefficient built on 1 − ᾱ inherits it."""
     snr = s.alphas_cumprod[t] / s.one_minus_alphas_cumprod[t]
     return 2 * (t + 1) * U * (1 + snr) + U
 

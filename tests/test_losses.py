@@ -1,5 +1,5 @@
 """Losses and the variational bound: closed forms, scipy and Monte Carlo, exact bin sums,
-and every hand-derived gradient against centred finite differences (reference C5)."""
+and every hand-derived gradient against centred finite differences."""
 
 import math
 

@@ -294,7 +294,8 @@ class DiffusersAdapter(Adapter):
 
     def q_sample(self, x0, t, noise):
         ts = self.torch.full((len(x0),), t, dtype=self.torch.long)
-        dt = self.sample_dtype  # add_noise computes in the samples' dtype (float16: B.10.10)
+        # add_noise computes in the samples' dtype (float16: huggingface/diffusers PR #3005)
+        dt = self.sample_dtype
         x0_t = self.torch.from_numpy(np.ascontiguousarray(x0, dtype=dt))
         z_t = self.torch.from_numpy(np.ascontiguousarray(noise, dtype=dt))
         return self.sched.add_noise(x0_t, z_t, ts).float().numpy().astype(np.float64)

@@ -64,7 +64,7 @@ def _t_label(t: int, T: int) -> str:
 
 
 def _pick(chain: list[int]) -> list[int]:
-    """The chain entries to test: both ends and the middle (C3: 0, 1, 2, T/2, T−2, T−1)."""
+    """The chain entries to test: both ends and the middle (0, 1, 2, T/2, T−2, T−1)."""
     asc = sorted(chain)
     idx = sorted({0, 1, 2, len(asc) // 2, len(asc) - 2, len(asc) - 1} & set(range(len(asc))))
     return [asc[i] for i in idx]

@@ -192,13 +192,13 @@ DIAGNOSES: tuple[Diagnosis, ...] = (
     Diagnosis(
         "DDIM ε not re-derived from the clipped x̂₀ (use_clipped_model_output=False)",
         "known",
-        "diffusers ddim.py:483-485 (B.10.6)",
+        "diffusers ddim.py:483-485",
         {"overrides": {"ddim_rederive_eps": False}},
     ),
     Diagnosis(
         "'learned' variance output read as σ², not log σ²",
         "known",
-        "diffusers ddpm.py:408-409 (B.10.4)",
+        "diffusers ddpm.py:408-409",
         {"overrides": {"learned_output": "variance"}},
     ),
     Diagnosis(
@@ -210,7 +210,7 @@ DIAGNOSES: tuple[Diagnosis, ...] = (
     Diagnosis(
         "fixed_large uses β (not β̃₁) at t = 0",
         "known",
-        "diffusers current_beta_t; improved-diffusion#45 (B.10.3)",
+        "diffusers current_beta_t; improved-diffusion#45",
         {"overrides": {"fixed_large_t0": "beta"}},
     ),
     Diagnosis(

@@ -100,7 +100,7 @@ def export_vectors(directory: str | os.PathLike, *, seed: int = 0, dim: int = 3)
             }
         )
 
-    # C1 schedule tables
+    # schedule tables
     for sched, T in (
         ("linear", 1000),
         ("cosine", 1000),
@@ -118,7 +118,7 @@ def export_vectors(directory: str | os.PathLike, *, seed: int = 0, dim: int = 3)
                 {},
                 {k: getattr(s, k) for k in _SCHEDULE_ARRAYS},
             )
-    # C4 spacing tables
+    # spacing tables
     for T in (1000, 4000):
         outs: dict[str, np.ndarray] = {}
         for N in (1, 2, 3, 10, 21, 50, 61, 100, 103, 250, T - 1, T):
@@ -207,7 +207,7 @@ def export_vectors(directory: str | os.PathLike, *, seed: int = 0, dim: int = 3)
                                 "prior_bpd": dl.prior_bpd(x0),
                             },
                         )
-    # C6: the exact denoiser for Gaussian-mixture data; C7: a deterministic DDIM trajectory
+    # the exact denoiser for Gaussian-mixture data, and a deterministic DDIM trajectory
     from ..analytic import GaussianMixture
     from ..samplers import ddim
 

@@ -109,7 +109,7 @@ def ddim_step(x, eps, z, c: DDIMCoefs, clip: bool, out) -> None:
 
 def langevin_step(x, g, z, c: LangevinCoefs, out) -> None:
     r"""One unadjusted Langevin step row-wise: ``out = (x + a·g) + b·z`` with ``a = δ/2``,
-    ``b = √δ`` (the DDPM note's update x_k = x_{k−1} + (δ/2)∇log p + √δ·ε)."""
+    ``b = √δ`` (the unadjusted Langevin update x_k = x_{k−1} + (δ/2)∇log p + √δ·ε)."""
     out[...] = (x + _col(c.half_step) * g) + _col(c.sqrt_step) * z
 
 

@@ -1,6 +1,6 @@
 r"""Score-based sampling: Langevin dynamics, MALA, annealed Langevin and predictor–corrector.
 
-The unadjusted Langevin algorithm, exactly as the DDPM note writes it:
+The unadjusted Langevin algorithm (Roberts & Tweedie 1996; Song & Ermon 2019, Eq. 4):
 
 .. math:: x_k = x_{k-1} + \tfrac{\delta}{2}\,\nabla_x \log p(x_{k-1})
           + \sqrt{\delta}\,\varepsilon_k, \qquad \varepsilon_k \sim \mathcal N(0, I).

@@ -163,7 +163,7 @@ def test_diffusers_ddim_known_divergences(diffusers, spacing):
     )
     assert r.conforms, r.table()
     names = {row.diagnosis for row in r.known}
-    assert any("not re-derived" in n for n in names)  # B.10.6, clipping triggers on purpose
+    assert any("not re-derived" in n for n in names)  # clipping triggers on purpose
     if spacing == "linspace":
         assert any("t − T//N" in n for n in names)  # HF #12633
 
@@ -188,7 +188,7 @@ def test_diffusers_timestep_tables_are_reproduced_exactly(diffusers):
 @pytest.mark.parametrize(
     "variance_type, diagnosis",
     [
-        ("learned", "read as σ²"),  # B.10.4
+        ("learned", "read as σ²"),  # diffusers reads `learned` as σ²
         ("fixed_large_log", "√(log β)"),  # HF #14569: NaN samples
     ],
 )

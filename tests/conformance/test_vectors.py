@@ -120,7 +120,7 @@ def test_cli_export_and_conform(tmp_path, vectors):
 
 
 def test_oracle_vectors_against_closed_form(vectors):
-    """C6: for a single component the exact denoiser is linear; for the stored mixture check
+    """For a single component the exact denoiser is linear; for the stored mixture check
     E[ε|x_t] against Tweedie on the marginal density written out here (finite differences of
     log q(x_t) in float64, step 1e-5, error ~1e-9)."""
     from scipy import stats

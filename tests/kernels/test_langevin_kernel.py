@@ -16,7 +16,8 @@ def test_langevin_step_formula_and_backends(dtype):
     g = r.standard_normal((7, 130)).astype(dtype)
     z = r.standard_normal((7, 130)).astype(dtype)
     delta = 0.37
-    # the note's update in the array dtype: (x + (δ/2)·g) + √δ·z, coefficients cast first
+    # the unadjusted Langevin update in the array dtype: (x + (δ/2)·g) + √δ·z, coefficients
+    # cast first
     a, b = dtype(delta / 2), dtype(math.sqrt(delta))
     expected = (x + a * g) + b * z
     for backend in ("numpy", "cpu"):

@@ -56,7 +56,7 @@ def test_ula_injected_noise_and_seed_are_reproducible():
     z = np.random.default_rng(0).standard_normal((5, 4, 2))
     c = langevin(gauss_score, x0, step_size=0.1, n_steps=5, noise=z)
     x = x0.copy()
-    for k in range(5):  # the note's update, transcribed
+    for k in range(5):  # the unadjusted Langevin update, transcribed
         x = x + 0.05 * gauss_score(x) + math.sqrt(0.1) * z[k]
     assert np.allclose(c, x, rtol=1e-15, atol=1e-15)
 
