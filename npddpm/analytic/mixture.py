@@ -32,6 +32,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 from scipy.linalg import solve_triangular
 
 from .. import parameterisation as _par
@@ -273,12 +274,12 @@ class GaussianMixture:
         ab, om = self._coefs(schedule, t, None)
         if np.ndim(ab) != 0:
             raise ValueError("marginal needs a single timestep t (an int)")
-        ab, om = float(ab), float(om)
+        abf, omf = float(ab), float(om)
         if self.covariance_type == "full":
-            cov = ab * self._cov + om * np.eye(self.dim)
+            cov = abf * self._cov + omf * np.eye(self.dim)
         else:
-            cov = ab * self._cov + om
-        return GaussianMixture(self.weights, np.sqrt(ab) * self.means, cov)
+            cov = abf * self._cov + omf
+        return GaussianMixture(self.weights, np.sqrt(abf) * self.means, cov)
 
     def _posterior(self, xf: Array, ab: Array, om: Array, want_cov: bool = False) -> dict:
         """Per-row posterior quantities for x_t rows ``xf`` (B, D) at ᾱ = ab, 1 − ᾱ = om (B,)."""
@@ -320,6 +321,8 @@ class GaussianMixture:
         if want_cov:
             cov = np.zeros((B, self.dim, self.dim))
             for k, (_, _, cv) in enumerate(parts):
+                if cv is None:  # set for every component when want_cov
+                    raise AssertionError("component posterior covariance missing")
                 rk = r[:, k, None, None]
                 dm = comp_means[k] - x0
                 if self._U is None:
@@ -335,31 +338,31 @@ class GaussianMixture:
         ab, om = self._coefs(schedule, t, xf.shape[0])
         return self._posterior(xf, ab, om, want_cov=key == "x0_cov")[key]
 
-    def score(self, x_t: object, schedule: Schedule, t: object) -> Array:
+    def score(self, x_t: npt.ArrayLike, schedule: Schedule, t: object) -> Array:
         r"""∇ log q(x_t), shape of x_t (float64). ``t``: an index or one per row."""
         return self._run(x_t, schedule, t, "score").reshape(np.shape(x_t))
 
-    def eps(self, x_t: object, schedule: Schedule, t: object) -> Array:
+    def eps(self, x_t: npt.ArrayLike, schedule: Schedule, t: object) -> Array:
         r"""E[ε | x_t] = −√(1 − ᾱ_t)·∇ log q(x_t) (Tweedie), shape of x_t."""
         xf, _ = self._flat(x_t, "x_t")
         _, om = self._coefs(schedule, t, xf.shape[0])
         s = self._run(x_t, schedule, t, "score")
         return (-np.sqrt(om)[:, None] * s).reshape(np.shape(x_t))
 
-    def x0_mean(self, x_t: object, schedule: Schedule, t: object) -> Array:
+    def x0_mean(self, x_t: npt.ArrayLike, schedule: Schedule, t: object) -> Array:
         r"""E[x₀ | x_t], shape of x_t."""
         return self._run(x_t, schedule, t, "x0_mean").reshape(np.shape(x_t))
 
-    def x0_covariance(self, x_t: object, schedule: Schedule, t: object) -> Array:
+    def x0_covariance(self, x_t: npt.ArrayLike, schedule: Schedule, t: object) -> Array:
         r"""Cov[x₀ | x_t], shape (B, D, D) (mixture of component posteriors, law of total
         variance)."""
         return self._run(x_t, schedule, t, "x0_cov")
 
-    def marginal_log_prob(self, x_t: object, schedule: Schedule, t: object) -> Array:
+    def marginal_log_prob(self, x_t: npt.ArrayLike, schedule: Schedule, t: object) -> Array:
         r"""log q(x_t) per row, shape (B,) (per-row t allowed)."""
         return self._run(x_t, schedule, t, "log_prob")
 
-    def data_score(self, x: object) -> Array:
+    def data_score(self, x: npt.ArrayLike) -> Array:
         r"""∇ log p(x) of the mixture itself (the t → −1 limit: ᾱ = 1), shape of x."""
         xf, _ = self._flat(x, "x")
         B = xf.shape[0]

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["check_dtype", "check_keys", "check_timesteps"]
 
 
-def check_dtype(dtype: object) -> np.dtype:
+def check_dtype(dtype: npt.DTypeLike) -> np.dtype:
     """Return ``dtype`` as float32 or float64, or raise a ``TypeError``."""
     dt = np.dtype(dtype)
     if dt not in (np.float32, np.float64):

@@ -22,7 +22,7 @@ which the U-Net uses; im2col stays the default and the reference.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -218,6 +218,14 @@ def conv2d_nhwc_forward(
     return out.reshape(n, ho, wo, f), (cols, x.shape, wmat, w.shape, stride, padding)
 
 
+@overload
+def conv2d_nhwc_backward(
+    dout: np.ndarray, cache: Cache, *, need_dx: Literal[True] = ...
+) -> tuple[np.ndarray, dict[str, np.ndarray]]: ...
+@overload
+def conv2d_nhwc_backward(
+    dout: np.ndarray, cache: Cache, *, need_dx: bool
+) -> tuple[np.ndarray | None, dict[str, np.ndarray]]: ...
 def conv2d_nhwc_backward(
     dout: np.ndarray, cache: Cache, *, need_dx: bool = True
 ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:

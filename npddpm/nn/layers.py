@@ -18,6 +18,7 @@ import math
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy import special
 
 __all__ = [
@@ -147,7 +148,7 @@ def gelu_backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, dict[str,
 # --------------------------------------------------------------------------------------
 
 
-def _frequencies(dim: int, max_period: float, dtype: np.dtype) -> np.ndarray:
+def _frequencies(dim: int, max_period: float, dtype: npt.DTypeLike) -> np.ndarray:
     half = dim // 2
     return np.exp(-math.log(max_period) * np.arange(half, dtype=np.float64) / half).astype(dtype)
 

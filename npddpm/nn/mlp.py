@@ -183,7 +183,7 @@ class MLP:
         self._runner = ChunkRunner(self.threads, MIN_CHUNK)
         self.seed = as_int(seed, "seed", minimum=0)
         self.params = self._init_params(np.random.default_rng(self.seed))
-        self._pool: dict[int, list[_Workspace]] = {}
+        self._pool: dict[int, list[list[_Workspace]]] = {}
         self._infer_ws: list[list[np.ndarray]] = []
         self._table = np.zeros((0, self.time_embed_dim), dtype=self.dtype)
 
@@ -357,8 +357,11 @@ class MLP:
             jobs.append((ws, dout[b[i] : b[i + 1]], g, None if dx is None else dx[b[i] : b[i + 1]]))
         self._run(self._backward_chunk, jobs)
         for ws in wss[1:]:
+            partial = ws.grads
+            if partial is None:  # set above for every chunk after the first
+                raise AssertionError("a chunk's partial gradients were not allocated")
             for k, v in grads.items():
-                v += ws.grads[k]
+                v += partial[k]
         self._pool.setdefault(cache.n, []).append(wss)
         return dx, grads
 

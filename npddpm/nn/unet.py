@@ -365,8 +365,12 @@ class UNet:
         for kind, key, c in reversed(ops):
             if kind == "conv":
                 first = key == "conv_in"
-                dh, gr = conv2d_nhwc_backward(dh, c, need_dx=input_grad or not first)
+                dx_conv, gr = conv2d_nhwc_backward(dh, c, need_dx=input_grad or not first)
                 grads[f"{key}.w"], grads[f"{key}.b"] = gr["w"], gr["b"]
+                # None only for conv_in (ops[0], the last op here) when not input_grad,
+                # and dh is not read after it then
+                if dx_conv is not None:
+                    dh = dx_conv
             elif kind == "res":
                 (dh, de), gr = res_block_backward(dh, c)
                 dtemb += de

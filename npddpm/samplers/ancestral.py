@@ -6,7 +6,7 @@ Both are called as described in :mod:`npddpm.samplers`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -18,6 +18,56 @@ from ._common import check_kernel_path, exact_noise, run_loop, setup
 __all__ = ["ddim", "ddpm"]
 
 Array = np.ndarray
+
+
+@overload
+def ddpm(
+    diffusion: GaussianDiffusion,
+    denoiser: Denoiser,
+    x_T_or_shape: Array | tuple[int, ...],
+    *,
+    seed: int = ...,
+    noise: Array | None = ...,
+    backend: BackendName | str = ...,
+    clip_denoised: bool = ...,
+    denoised_fn: DenoisedFn | None = ...,
+    variance: str = ...,
+    progress: bool = ...,
+    callback: Callable[[dict[str, Any]], None] | None = ...,
+    return_trajectory: Literal[False] = ...,
+) -> Array: ...
+@overload
+def ddpm(
+    diffusion: GaussianDiffusion,
+    denoiser: Denoiser,
+    x_T_or_shape: Array | tuple[int, ...],
+    *,
+    seed: int = ...,
+    noise: Array | None = ...,
+    backend: BackendName | str = ...,
+    clip_denoised: bool = ...,
+    denoised_fn: DenoisedFn | None = ...,
+    variance: str = ...,
+    progress: bool = ...,
+    callback: Callable[[dict[str, Any]], None] | None = ...,
+    return_trajectory: Literal[True],
+) -> tuple[Array, Array]: ...
+@overload
+def ddpm(
+    diffusion: GaussianDiffusion,
+    denoiser: Denoiser,
+    x_T_or_shape: Array | tuple[int, ...],
+    *,
+    seed: int = ...,
+    noise: Array | None = ...,
+    backend: BackendName | str = ...,
+    clip_denoised: bool = ...,
+    denoised_fn: DenoisedFn | None = ...,
+    variance: str = ...,
+    progress: bool = ...,
+    callback: Callable[[dict[str, Any]], None] | None = ...,
+    return_trajectory: bool,
+) -> Array | tuple[Array, Array]: ...
 
 
 def ddpm(
@@ -88,6 +138,59 @@ def ddpm(
         return_trajectory,
         in_kernel=kernel_lv is not None,
     )
+
+
+@overload
+def ddim(
+    diffusion: GaussianDiffusion,
+    denoiser: Denoiser,
+    x_T_or_shape: Array | tuple[int, ...],
+    *,
+    eta: float = ...,
+    seed: int = ...,
+    noise: Array | None = ...,
+    backend: BackendName | str = ...,
+    clip_denoised: bool = ...,
+    denoised_fn: DenoisedFn | None = ...,
+    variance: str = ...,
+    progress: bool = ...,
+    callback: Callable[[dict[str, Any]], None] | None = ...,
+    return_trajectory: Literal[False] = ...,
+) -> Array: ...
+@overload
+def ddim(
+    diffusion: GaussianDiffusion,
+    denoiser: Denoiser,
+    x_T_or_shape: Array | tuple[int, ...],
+    *,
+    eta: float = ...,
+    seed: int = ...,
+    noise: Array | None = ...,
+    backend: BackendName | str = ...,
+    clip_denoised: bool = ...,
+    denoised_fn: DenoisedFn | None = ...,
+    variance: str = ...,
+    progress: bool = ...,
+    callback: Callable[[dict[str, Any]], None] | None = ...,
+    return_trajectory: Literal[True],
+) -> tuple[Array, Array]: ...
+@overload
+def ddim(
+    diffusion: GaussianDiffusion,
+    denoiser: Denoiser,
+    x_T_or_shape: Array | tuple[int, ...],
+    *,
+    eta: float = ...,
+    seed: int = ...,
+    noise: Array | None = ...,
+    backend: BackendName | str = ...,
+    clip_denoised: bool = ...,
+    denoised_fn: DenoisedFn | None = ...,
+    variance: str = ...,
+    progress: bool = ...,
+    callback: Callable[[dict[str, Any]], None] | None = ...,
+    return_trajectory: bool,
+) -> Array | tuple[Array, Array]: ...
 
 
 def ddim(
@@ -171,4 +274,3 @@ def ddim(
         return_trajectory,
         in_kernel=kernel_lv is not None,
     )
-

@@ -68,7 +68,9 @@ def _count(value: int, name: str, minimum: int = 0) -> int:
 # ------------------------------------------------------------------- score adapters
 
 
-def score_from_denoiser(diffusion: GaussianDiffusion, denoiser: Denoiser) -> Callable:
+def score_from_denoiser(
+    diffusion: GaussianDiffusion, denoiser: Denoiser
+) -> Callable[[Array, Array], Array]:
     r"""``score(x_t, t_index) = ∇ log q(x_t)`` from any denoiser of ``diffusion``.
 
     The model's x̂₀ (unclipped, from its ε, x₀, v or x_{t−1} output) gives
@@ -172,7 +174,11 @@ def langevin(
     traj = [x.copy()] if return_trajectory else None
     accepted = 0
     s = _score(score_fn, x)
-    lp = np.asarray(log_prob(x), dtype=np.float64) if metropolis else None
+    lp: Array | None = None
+    if metropolis:
+        if log_prob is None:  # checked callable above
+            raise AssertionError("metropolis=True without log_prob")
+        lp = np.asarray(log_prob(x), dtype=np.float64)
     sq = math.sqrt(delta)
     for k in range(n):
         if backend != "numpy":  # the fused kernel, noise in-kernel from (seed, stream = k)
@@ -194,6 +200,9 @@ def langevin(
             mean_x = x + (delta / 2) * s
             y = mean_x + sq * z
         if metropolis:
+            # log_prob was checked callable, lp and mean_x set above, when metropolis
+            if log_prob is None or lp is None or mean_x is None:
+                raise AssertionError("MALA state missing")
             s_y = _score(score_fn, y)
             lp_y = np.asarray(log_prob(y), dtype=np.float64)
             mean_y = y + (delta / 2) * s_y
@@ -215,7 +224,7 @@ def langevin(
         if callback is not None:
             callback({"step": k, "x": x})
     out: list[Any] = [x]
-    if return_trajectory:
+    if traj is not None:  # return_trajectory
         out.append(np.stack(traj))
     if return_info:
         out.append({"acceptance_rate": accepted / max(n * B, 1) if metropolis else 1.0})
@@ -281,8 +290,12 @@ def annealed_langevin(
         delta = lr * sig2[t] / sig2[0]
         z = np.stack([step_noise(seed, step + i, x.shape, x.dtype) for i in range(n_each)])
         step += n_each
+
+        def score_t(y: Array, tb: Array = tb) -> Array:
+            return score(y, tb)
+
         x = langevin(
-            lambda y, tb=tb: score(y, tb),
+            score_t,
             x,
             step_size=delta,
             n_steps=n_each,

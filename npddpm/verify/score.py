@@ -14,7 +14,6 @@ Statistical rows use their own family-wise false-failure probability :data:`ALPH
 from __future__ import annotations
 
 import math
-from typing import cast
 
 import numpy as np
 
@@ -131,7 +130,7 @@ def score_rows(*, quick: bool = False) -> list[Row]:
         d_pc, gm.denoiser(d_pc), (m, 2), n_corrector=1, seed=3, return_info=True
     )
     # one array: no return_trajectory
-    xa = cast(np.ndarray, ddpm(d_an, gm.denoiser(d_an), (m, 2), seed=3, clip_denoised=False))
+    xa = ddpm(d_an, gm.denoiser(d_an), (m, 2), seed=3, clip_denoised=False)
     for name, xs, calls in (
         ("PC (1 corrector)", xp, inf["model_calls"]),
         ("ancestral", xa, 2 * T_pc),

@@ -23,7 +23,7 @@ Two kinds of check, each a :class:`Row`:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -105,7 +105,6 @@ def moment_rows(
                     out = ddim(
                         d, den, x_T, eta=eta, noise=noise, clip_denoised=False, variance=variance
                     )
-                out = cast(np.ndarray, out)  # one array: no return_trajectory
                 ref = _affine_reference(data, d, sampler, eta, variance, x_T, noise)
                 dev = float(np.max(np.abs(out - ref)))
                 sname, vname = _sampler_label(sampler, eta, var_type, variance)
