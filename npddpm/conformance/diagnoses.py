@@ -65,11 +65,7 @@ class Reference:
         kw = dict(mean_type=cfg.mean_type, var_type=cfg.var_type, **dict(cfg.overrides))
         self.full = GaussianDiffusion(base, **kw)
         self.chain = chain
-        self.d = (
-            GaussianDiffusion(base.respace(chain), **kw)
-            if chain != list(range(self.T))
-            else self.full
-        )
+        self.d = self.full.respace(chain) if chain != list(range(self.T)) else self.full
         self.pos = {t: i for i, t in enumerate(chain)}
         self.stride = self.T // len(chain)
 
@@ -107,15 +103,9 @@ class Reference:
         if not 0 <= i < self.d.num_timesteps:
             return None
         if self.cfg.ddim_prev_by_stride:  # diffusers DDIM: prev = t − T//N (HF #12633)
-            s = self.full.schedule
             prev = t - self.stride
             pair = [prev, t] if prev >= 0 else [t]
-            d2 = GaussianDiffusion(
-                s.respace(pair),
-                mean_type=self.cfg.mean_type,
-                var_type=self.cfg.var_type,
-                **dict(self.cfg.overrides),
-            )
+            d2 = self.full.respace(pair)
             out = d2.ddim_sample(
                 self._mo(mo),
                 x_t,
