@@ -93,7 +93,8 @@ def cpu_jit(
     import numba
 
     if parallel and THREADING_LAYER != "default":
-        numba.config.THREADING_LAYER = THREADING_LAYER
+        # numba.config's options are set at import, not declared
+        numba.config.THREADING_LAYER = THREADING_LAYER  # type: ignore[attr-defined]
     options: dict[str, Any] = {
         "cache": CACHE if cache is None else bool(cache),
         "fastmath": FASTMATH,

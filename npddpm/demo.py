@@ -29,7 +29,7 @@ __all__ = ["DEMO_CONFIG", "run_demo"]
 
 #: The embedded default: the hybrid loss (learned variance) so that the variational bound is
 #: close to tight, on a small residual MLP.
-DEMO_CONFIG = dict(
+DEMO_CONFIG: dict[str, Any] = dict(
     dataset="8gaussians",
     model="mlp",
     model_options={"hidden": 128, "num_blocks": 2},
@@ -95,6 +95,8 @@ def run_demo(
     ds = _data.get(cfg.dataset)
     d: GaussianDiffusion = trainer.diffusion
     den = _denoiser(trainer.model, trainer.ema.params)
+    if not isinstance(ds, _data.GaussianMixtureData):  # DEMO_CONFIG's dataset is one
+        raise TypeError(f"the demo needs a Gaussian-mixture dataset, got {cfg.dataset!r}")
     gm = ds.distribution
 
     t1 = time.perf_counter()

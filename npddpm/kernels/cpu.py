@@ -30,6 +30,7 @@ from types import FunctionType
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from numba import get_thread_id, prange, types
 from numba.extending import overload
 
@@ -200,11 +201,13 @@ _KERNELS: dict[str, tuple[Any, Any]] = {
 }
 
 
-def scratch(dtype) -> np.ndarray:
+def scratch(dtype: npt.DTypeLike) -> np.ndarray:
     """One ``CHUNK``-element scratch row per Numba thread, for the in-kernel noise."""
     import numba
 
-    return np.empty((numba.config.NUMBA_NUM_THREADS, CHUNK), dtype)
+    # numba.config's options are set at import, not declared
+    threads: int = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+    return np.empty((threads, CHUNK), dtype)
 
 
 #: Rows narrower than this take their in-kernel noise in one flat pass first (the noise

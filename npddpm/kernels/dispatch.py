@@ -28,7 +28,7 @@ The kernel modules are imported on first use, so importing this module imports n
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -92,7 +92,8 @@ def _cuda_module() -> Backend:
         raise RuntimeError(f"backend='cuda' needs numba.cuda ({exc}); {_CUDA_INSTALL}") from None
     from numba import config as nbconfig
 
-    if not nbconfig.ENABLE_CUDASIM:
+    # numba.config's options are set at import, not declared
+    if not nbconfig.ENABLE_CUDASIM:  # type: ignore[attr-defined]
         if getattr(nbcuda, "implementation", None) != "NVIDIA":
             raise RuntimeError(
                 "backend='cuda' needs the numba-cuda package (numba's built-in CUDA target is "
@@ -119,41 +120,58 @@ def _is_device_array(a: object) -> bool:
     return device and not isinstance(a, np.ndarray)
 
 
+class _Strided(Protocol):
+    """What the checks read: an ndarray or a Numba device array (real or simulated)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def dtype(self) -> np.dtype: ...
+    @property
+    def ndim(self) -> int: ...
+
+
 def _array(a: object, name: str, backend: str) -> Any:
+    arr: _Strided
     if isinstance(a, np.ndarray):
+        arr = a
         contiguous = a.flags.c_contiguous
     elif backend == "cuda" and _is_device_array(a):
-        if not hasattr(a, "is_c_contiguous"):  # a foreign (e.g. CuPy) device array
+        dev: Any = a  # a device array: numba's are untyped
+        if not hasattr(dev, "is_c_contiguous"):  # a foreign (e.g. CuPy) device array
             from numba import cuda as nbcuda
 
-            a = nbcuda.as_cuda_array(a)
-        contiguous = a.is_c_contiguous()
+            dev = nbcuda.as_cuda_array(dev)
+        contiguous = dev.is_c_contiguous()
+        arr = dev
     else:
         where = "a NumPy array" + (" or a CUDA device array" if backend == "cuda" else "")
         raise TypeError(f"{name} must be {where}, got {type(a).__name__}")
-    if a.dtype not in (np.float32, np.float64):
+    if arr.dtype not in (np.float32, np.float64):
         raise TypeError(
-            f"{name} must be float32 or float64, got {a.dtype}; cast it with "
+            f"{name} must be float32 or float64, got {arr.dtype}; cast it with "
             f"{name}.astype(np.float32) or .astype(np.float64)"
         )
-    if a.ndim < 1 or a.shape[0] == 0:
-        raise ValueError(f"{name} must have a non-empty batch axis (axis 0), got shape {a.shape}")
+    if arr.ndim < 1 or arr.shape[0] == 0:
+        raise ValueError(
+            f"{name} must have a non-empty batch axis (axis 0), got shape {arr.shape}"
+        )
     if not contiguous:
         raise ValueError(
             f"{name} must be C-contiguous (the kernels walk rows in memory order); pass "
             f"np.ascontiguousarray({name})"
         )
-    return a
+    return arr
 
 
 def _like(a: object, name: str, ref: Any, ref_name: str, backend: str) -> Any:
-    a = _array(a, name, backend)
-    if a.shape != ref.shape or a.dtype != ref.dtype:
+    arr = _array(a, name, backend)
+    if arr.shape != ref.shape or arr.dtype != ref.dtype:
         raise ValueError(
             f"{name} must have the shape and dtype of {ref_name}, {ref.shape} {ref.dtype}; "
-            f"got {a.shape} {a.dtype}"
+            f"got {arr.shape} {arr.dtype}"
         )
-    return a
+    return arr
 
 
 def _timesteps(t: object, batch: int, T: int) -> np.ndarray:
@@ -551,5 +569,8 @@ def standard_normal(
     dt = np.dtype(dtype)
     if dt not in (np.float32, np.float64):
         raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    shape = (int(shape),) if isinstance(shape, numbers.Integral) else tuple(int(s) for s in shape)
+    if isinstance(shape, (int, numbers.Integral)):  # int: narrows the annotation for mypy
+        shape = (int(shape),)
+    else:
+        shape = tuple(int(s) for s in shape)
     return be.standard_normal(seed, stream, shape, dt)
