@@ -15,6 +15,7 @@ from ..kernels import BACKENDS
 __all__ = [
     "check_kernel_path",
     "exact_noise",
+    "initial_state",
     "kernel_log_variance",
     "run_loop",
     "setup",
@@ -66,13 +67,41 @@ def check_kernel_path(diffusion, backend, variance, denoised_fn) -> Array | None
     return lv
 
 
-def setup(diffusion, denoiser, x_T_or_shape, seed, noise, backend, variance):
+def initial_state(diffusion, denoiser, x_T_or_shape, seed) -> Array:
+    """Check the arguments every diffusion sampler shares and return x_T.
+
+    ``x_T_or_shape`` is an array x_T (copied) or a shape, in which case x_T ~ N(0, I) is
+    :func:`step_noise` ``(seed, 0, shape, float64)``.
+    """
     if not isinstance(diffusion, GaussianDiffusion):
         raise TypeError(
             f"diffusion must be an npddpm.GaussianDiffusion, got {type(diffusion).__name__}"
         )
     if not callable(denoiser):
         raise TypeError("denoiser must be callable as denoiser(x_t, t) -> model_output")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(x_T_or_shape, np.ndarray):
+        return check_batch(x_T_or_shape, "x_T").copy()
+    try:
+        shape = tuple(x_T_or_shape)
+    except TypeError:
+        shape = None
+    if shape is None or not all(
+        isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in shape
+    ):
+        raise TypeError(
+            "x_T_or_shape must be a NumPy array x_T or a shape tuple of ints such as "
+            f"(B, D), got {x_T_or_shape!r:.60}"
+        )
+    shape = tuple(int(n) for n in shape)
+    if len(shape) < 2 or min(shape) < 1:
+        raise ValueError(f"shape must be (B, ...) with positive sizes, got {shape}")
+    return step_noise(int(seed), 0, shape, np.dtype(np.float64))
+
+
+def setup(diffusion, denoiser, x_T_or_shape, seed, noise, backend, variance):
+    x = initial_state(diffusion, denoiser, x_T_or_shape, seed)
     if backend not in BACKENDS:
         raise ValueError(
             f"backend {backend!r} is not available; available backends: {', '.join(BACKENDS)}"
@@ -83,26 +112,6 @@ def setup(diffusion, denoiser, x_T_or_shape, seed, noise, backend, variance):
             "variance='exact' needs a denoiser with an x0_covariance(x_t, t) method, such as "
             "GaussianMixture.denoiser(diffusion); use variance='model' for other denoisers"
         )
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if isinstance(x_T_or_shape, np.ndarray):
-        x = check_batch(x_T_or_shape, "x_T").copy()
-    else:
-        try:
-            shape = tuple(x_T_or_shape)
-        except TypeError:
-            shape = None
-        if shape is None or not all(
-            isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in shape
-        ):
-            raise TypeError(
-                "x_T_or_shape must be a NumPy array x_T or a shape tuple of ints such as "
-                f"(B, D), got {x_T_or_shape!r:.60}"
-            )
-        shape = tuple(int(n) for n in shape)
-        if len(shape) < 2 or min(shape) < 1:
-            raise ValueError(f"shape must be (B, ...) with positive sizes, got {shape}")
-        x = step_noise(seed, 0, shape, np.dtype(np.float64))
     T = diffusion.num_timesteps
     if noise is not None:
         noise = np.asarray(noise)

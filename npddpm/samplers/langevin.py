@@ -29,7 +29,7 @@ from .. import kernels
 from ..diffusion import GaussianDiffusion
 from ..kernels import BACKENDS
 from ..typing import BackendName, Denoiser
-from ._common import check_kernel_path, step_noise
+from ._common import check_kernel_path, initial_state, step_noise
 
 __all__ = [
     "annealed_langevin",
@@ -241,21 +241,6 @@ def _score(score_fn: ScoreFn, x: Array) -> Array:
 # ------------------------------------------------------------------- diffusion-driven
 
 
-def _start(diffusion, denoiser, x_T_or_shape, seed):
-    if not isinstance(diffusion, GaussianDiffusion):
-        raise TypeError(
-            f"diffusion must be an npddpm.GaussianDiffusion, got {type(diffusion).__name__}"
-        )
-    if not callable(denoiser):
-        raise TypeError("denoiser must be callable as denoiser(x_t, t) -> model_output")
-    if isinstance(x_T_or_shape, tuple):
-        return step_noise(seed, 0, x_T_or_shape, np.float64)
-    x = np.array(x_T_or_shape, copy=True)
-    if x.ndim < 2 or x.dtype.kind != "f":
-        raise ValueError("x_T_or_shape must be a float array (B, ...) or a shape tuple")
-    return x
-
-
 def annealed_langevin(
     diffusion: GaussianDiffusion,
     denoiser: Denoiser,
@@ -279,7 +264,7 @@ def annealed_langevin(
     """
     n_each = _count(n_steps_each, "n_steps_each", 1)
     lr = _positive(step_lr, "step_lr")
-    x = _start(diffusion, denoiser, x_T_or_shape, seed)
+    x = initial_state(diffusion, denoiser, x_T_or_shape, seed)
     score = score_from_denoiser(diffusion, denoiser)
     s = diffusion.schedule
     sig2 = s.one_minus_alphas_cumprod
@@ -342,7 +327,7 @@ def predictor_corrector(
     if backend != "numpy":
         kernel_lv = check_kernel_path(diffusion, backend, "model", None)
     r = _positive(snr, "snr")
-    x = _start(diffusion, denoiser, x_T_or_shape, seed)
+    x = initial_state(diffusion, denoiser, x_T_or_shape, seed)
     score = score_from_denoiser(diffusion, denoiser)
     s = diffusion.schedule
     B = x.shape[0]
