@@ -287,7 +287,6 @@ class DiffusersAdapter(Adapter):
             schedule=sched,
             profile="diffusers",
         )
-        self.hf_variance_type = var
 
     def _tensor(self, a):
         return self.torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))

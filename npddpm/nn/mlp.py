@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from .._checks import as_int
-from ._checks import check_dtype, check_input, check_keys, check_timesteps
 from ._parallel import ChunkRunner, available_cpus
+from ._validate import check_dtype, check_input, check_timesteps
 from .layers import timestep_embedding_forward
 
 # Rows per thread below which splitting the batch does not pay. Measured on 2 cores (W = 128
@@ -477,10 +477,3 @@ class MLP:
                 h, r = r, h
             np.matmul(a, p["out.w"], out=out[r0:r1])
         out += p["out.b"]
-
-    def check_grads(self, grads: dict[str, np.ndarray]) -> None:
-        """Raise a ``ValueError`` unless ``grads`` has exactly the keys and shapes of params."""
-        check_keys(grads, self.params, "grads")
-        for k, v in self.params.items():
-            if np.shape(grads[k]) != v.shape:
-                raise ValueError(f"grads[{k!r}] has shape {np.shape(grads[k])}, expected {v.shape}")

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .._checks import as_int
-from ._checks import check_keys
+from ._validate import check_keys
 
 __all__ = ["EMA", "Adam", "AdamW", "clip_grad_norm", "global_norm", "warmup_lr"]
 

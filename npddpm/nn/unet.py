@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from .._checks import as_int
-from ._checks import check_dtype, check_input, check_timesteps
 from ._parallel import ChunkRunner, available_cpus
+from ._validate import check_dtype, check_input, check_timesteps
 from .blocks import (
     attention_block_backward,
     attention_block_forward,
