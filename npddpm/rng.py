@@ -52,8 +52,9 @@ only ``+ − × ÷``, comparisons and ``sqrt`` (all correctly rounded in IEEE ar
 
 * the same source runs on NumPy arrays (the reference) and, compiled by Numba, on scalars
   in the CPU and CUDA kernels — the CPU kernels reproduce the reference **bitwise** (fastmath
-  off: no contraction), and LLVM vectorises them (no library calls; about 2× the normals/s of
-  a Box–Muller on the C library's ``logf``/``sincosf`` on these machines);
+  off: no contraction; they do the exact power-of-two scaling and the quarter-turn below on
+  the float bits, same values), and LLVM vectorises them (no library calls; about 2× the
+  normals/s of a Box–Muller on the C library's ``logf``/``sincosf`` on these machines);
 * a GPU differs only where it contracts ``a·b + c`` into one FMA: within
   :data:`NORMAL_ULP_BOUND` ulp.
 
@@ -86,6 +87,7 @@ __all__ = [
     "philox4x32_10_words",
     "random_words",
     "standard_normal",
+    "transform_constants",
     "uniforms",
 ]
 
@@ -310,6 +312,18 @@ _USC4, _VSC4 = _F32(2.0**-23), _F32(2.0**-24)
 (_S3_8, _S5_8, _S7_8, _S9_8, _S11_8, _S13_8, _S15_8, _S17_8) = _C64["sin"]
 (_C2_8, _C4_8, _C6_8, _C8_8, _C10_8, _C12_8, _C14_8, _C16_8, _C18_8) = _C64["cos"]
 _USC8 = _F64(2.0**-31)
+
+
+def transform_constants(dtype) -> dict:
+    """The constants of the normal transform in ``dtype`` (float32 or float64), by name.
+
+    Keys ``half, one, two, four, quarter, sqrt_half, ln2, minus_two, two_pi``, the range
+    reduction's ``t{k}, g{k}, e{k}`` (``k`` = 16, 8, 4, 2, 1), and the series coefficients
+    ``log`` (artanh: 1/3, 1/5, …), ``sin`` and ``cos`` (tuples, lowest order first), each a
+    NumPy scalar of ``dtype``: the values :func:`box_muller_f32` / :func:`box_muller_f64`
+    use, for kernels that evaluate the same transform in another (exactly equivalent) form.
+    """
+    return dict(_C32 if _check_dtype(dtype) == np.float32 else _C64)
 
 
 def box_muller_f32(w0, w1):

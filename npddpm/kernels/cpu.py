@@ -18,9 +18,11 @@ In-kernel noise: each row is processed in chunks of :data:`CHUNK` elements. For 
 flat indices ``[i, i + n)``, :func:`normals_into` writes the normals into a per-thread
 scratch row (``CHUNK`` values, L1-resident, allocated once per call; no array-sized
 temporary), and a second loop applies the fused step. Both loops are vectorised by LLVM:
-the Philox rounds and the normal transform are straight-line arithmetic
-(:mod:`npddpm.rng`), inlined at Numba-IR level into :func:`normals_into` only, so they are
-compiled once per dtype and not once per kernel. A Philox block straddling two chunks or
+the Philox rounds (:func:`npddpm.rng.philox4x32_10_words`) and the normal transform are
+straight-line arithmetic, inlined at Numba-IR level into :func:`normals_into` only, so they are
+compiled once per dtype and not once per kernel. The transform is :mod:`npddpm.rng`'s, with
+its exact range reduction and quarter-turn done on the bits (same values, fewer instructions:
+see ``_box_muller_f32``). A Philox block straddling two chunks or
 rows is computed by both (a pure function of ``(seed, stream, q)``).
 """
 
@@ -32,7 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from numba import get_thread_id, prange, types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 from .. import rng
 from .._numba import cpu_jit
@@ -43,8 +45,113 @@ _MASK = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
 
 philox4x32_10 = cpu_jit(inline=True, boundscheck=False)(rng.philox4x32_10_words)
-_box_muller_f32 = cpu_jit(inline=True, boundscheck=False)(rng.box_muller_f32)
-_box_muller_f64 = cpu_jit(inline=True, boundscheck=False)(rng.box_muller_f64)
+
+
+# --------------------------------------------------------------------------------------
+# The normal transform, in an exactly equivalent form with fewer operations
+# --------------------------------------------------------------------------------------
+# rng.box_muller_f32/_f64 are written for NumPy arrays and Numba scalars alike, so they
+# scale u into [1/2, 1) by five compare-and-multiply steps and apply the quarter-turn by
+# 0/1 multiplications. Both are exact, so the same values come from (a) the exponent and
+# mantissa bits of u (u·2^-e is the one value of the binade [1/2, 1), and e an integer), and
+# (b) selections and negations instead of products with 0, 1 and ±1 (no operand is -0, inf
+# or nan there; see rng's docstring for the bounds). Every other operation is the reference's,
+# in its order: the results are bitwise those of rng.box_muller_f32/_f64 (checked for every
+# float32 u and v, and by the tests), with about 40 % fewer vector instructions.
+
+
+@intrinsic
+def _bitcast(typingctx: Any, x: Any, like: Any) -> Any:
+    """The bits of ``x`` reinterpreted as the type of ``like`` (float32 <-> int32,
+    float64 <-> int64; a no-op in machine code)."""
+    if {x, like} not in ({types.float32, types.int32}, {types.float64, types.int64}):
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return builder.bitcast(args[0], context.get_value_type(sig.return_type))
+
+    return like(x, like), codegen
+
+
+_F32, _F64, _I32, _I64 = np.float32, np.float64, np.int32, np.int64
+_U1, _U8, _U9 = np.uint64(1), np.uint64(8), np.uint64(9)
+_K4 = rng.transform_constants(np.float32)
+_K8 = rng.transform_constants(np.float64)
+_NAMES = ("half", "one", "two", "four", "quarter", "sqrt_half", "ln2", "minus_two", "two_pi")
+(_H4, _ONE4, _TWO4, _FOUR4, _QRT4, _SQH4, _LN2_4, _M2_4, _2PI4) = (_K4[k] for k in _NAMES)
+(_H8, _ONE8, _TWO8, _FOUR8, _QRT8, _SQH8, _LN2_8, _M2_8, _2PI8) = (_K8[k] for k in _NAMES)
+_L3_4, _L5_4, _L7_4, _L9_4 = _K4["log"]
+_S3_4, _S5_4, _S7_4, _S9_4 = _K4["sin"]
+_C2_4, _C4_4, _C6_4, _C8_4, _C10_4 = _K4["cos"]
+(_L3_8, _L5_8, _L7_8, _L9_8, _L11_8, _L13_8, _L15_8, _L17_8, _L19_8, _L21_8) = _K8["log"]
+(_S3_8, _S5_8, _S7_8, _S9_8, _S11_8, _S13_8, _S15_8, _S17_8) = _K8["sin"]
+(_C2_8, _C4_8, _C6_8, _C8_8, _C10_8, _C12_8, _C14_8, _C16_8, _C18_8) = _K8["cos"]
+_USC4, _VSC4, _USC8 = _F32(2.0**-23), _F32(2.0**-24), _F64(2.0**-31)
+# float32 / float64 bit fields: mantissa mask, the exponent bits of 1/2, bias - 1, shift
+_MANT4, _HALF_BITS4, _BIAS4, _EXP_SHIFT4 = _I32(0x007FFFFF), _I32(0x3F000000), 126, 23
+_MANT8, _HALF_BITS8 = _I64(0x000FFFFFFFFFFFFF), _I64(0x3FE0000000000000)
+_BIAS8, _EXP_SHIFT8 = 1022, 52
+
+
+@cpu_jit(inline=True, boundscheck=False)
+def _box_muller_f32(w0, w1):
+    """:func:`npddpm.rng.box_muller_f32`, bitwise, in fewer operations."""
+    u = (_F32(_I32(w0 >> _U9)) + _H4) * _USC4
+    bits = _bitcast(u, _I32(0))
+    e = _F32((bits >> _EXP_SHIFT4) - _BIAS4)
+    u = _bitcast(_I32((bits & _MANT4) | _HALF_BITS4), _F32(0.0))
+    m = _F32(u < _SQH4)
+    u = u * (_ONE4 + m)
+    e = e - m
+    s = (u - _ONE4) / (u + _ONE4)
+    s2 = s * s
+    ln_u = _TWO4 * (s + s * s2 * (_L3_4 + s2 * (_L5_4 + s2 * (_L7_4 + s2 * _L9_4)))) + e * _LN2_4
+    r = np.sqrt(np.abs(_M2_4 * ln_u))
+    v = _F32(_I32(w1 >> _U8)) * _VSC4
+    k = _I32(v * _FOUR4 + _H4)
+    a = (v - _F32(k) * _QRT4) * _2PI4
+    a2 = a * a
+    sn = a + a * a2 * (_S3_4 + a2 * (_S5_4 + a2 * (_S7_4 + a2 * _S9_4)))
+    cs = _ONE4 + a2 * (_C2_4 + a2 * (_C4_4 + a2 * (_C6_4 + a2 * (_C8_4 + a2 * _C10_4))))
+    b_sn = _bitcast(sn, _I32(0))
+    b_cs = _bitcast(cs, _I32(0))
+    swap = _I32(-(k & 1))  # all ones where the quarter-turn swaps sin and cos
+    c = _bitcast(_I32(((b_sn & swap) | (b_cs & ~swap)) ^ ((((k + 1) >> 1) & 1) << 31)), _F32(0))
+    s_ = _bitcast(_I32(((b_cs & swap) | (b_sn & ~swap)) ^ (((k >> 1) & 1) << 31)), _F32(0))
+    return r * c, r * s_
+
+
+@cpu_jit(inline=True, boundscheck=False)
+def _box_muller_f64(w0, w1):
+    """:func:`npddpm.rng.box_muller_f64`, bitwise, in fewer operations."""
+    u = (_F64(_I32(w0 >> _U1)) + _H8) * _USC8
+    bits = _bitcast(u, _I64(0))
+    e = _F64((bits >> _EXP_SHIFT8) - _BIAS8)
+    u = _bitcast(_I64((bits & _MANT8) | _HALF_BITS8), _F64(0.0))
+    m = _F64(u < _SQH8)
+    u = u * (_ONE8 + m)
+    e = e - m
+    s = (u - _ONE8) / (u + _ONE8)
+    s2 = s * s
+    p = _L19_8 + s2 * _L21_8
+    p = _L11_8 + s2 * (_L13_8 + s2 * (_L15_8 + s2 * (_L17_8 + s2 * p)))
+    p = _L3_8 + s2 * (_L5_8 + s2 * (_L7_8 + s2 * (_L9_8 + s2 * p)))
+    ln_u = _TWO8 * (s + s * s2 * p) + e * _LN2_8
+    r = np.sqrt(np.abs(_M2_8 * ln_u))
+    v = _F64(_I32(w1 >> _U1)) * _USC8
+    k = _I32(v * _FOUR8 + _H8)
+    a = (v - _F64(k) * _QRT8) * _2PI8
+    a2 = a * a
+    ps = _S11_8 + a2 * (_S13_8 + a2 * (_S15_8 + a2 * _S17_8))
+    sn = a + a * a2 * (_S3_8 + a2 * (_S5_8 + a2 * (_S7_8 + a2 * (_S9_8 + a2 * ps))))
+    pc = _C10_8 + a2 * (_C12_8 + a2 * (_C14_8 + a2 * (_C16_8 + a2 * _C18_8)))
+    cs = _ONE8 + a2 * (_C2_8 + a2 * (_C4_8 + a2 * (_C6_8 + a2 * (_C8_8 + a2 * pc))))
+    b_sn = _bitcast(sn, _I64(0))
+    b_cs = _bitcast(cs, _I64(0))
+    swap = _I64(-(k & 1))
+    c = _bitcast(_I64(((b_sn & swap) | (b_cs & ~swap)) ^ (_I64(((k + 1) >> 1) & 1) << 63)), _F64(0))
+    s_ = _bitcast(_I64(((b_cs & swap) | (b_sn & ~swap)) ^ (_I64((k >> 1) & 1) << 63)), _F64(0))
+    return r * c, r * s_
 
 
 def box_muller(w0, w1, like):
