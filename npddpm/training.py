@@ -8,8 +8,15 @@ model output from :meth:`GaussianDiffusion.training_losses`; back-propagate the 
 update with Adam; update the EMA of the parameters.
 
 Every random draw comes from one ``numpy.random.Generator`` (PCG64) seeded from the config,
-whose state is stored in each checkpoint, so stopping and resuming gives bitwise the same
-parameters as never stopping.
+whose state is stored in each checkpoint with the Adam and EMA state (the EMA's update count
+included, so its warm-up ramp continues where it stopped), so stopping and resuming gives
+bitwise the same parameters as never stopping.
+
+A run in ``out_dir`` owns ``checkpoint.npz`` and ``log.jsonl`` there: a fresh run starts a new
+log, a resumed run first cuts the log back to the checkpoint's step (every step is logged
+once however often the run is killed), and temporary files left by a kill during a save are
+removed when a run starts. :func:`train` refuses to start over an earlier run unless asked
+to resume it or to replace it (``force=True``).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -27,26 +35,55 @@ import numpy as np
 
 from ._checks import as_int, choose
 from .diffusion import LOSS_TYPES, MEAN_TYPES, VAR_TYPES, GaussianDiffusion
-from .io import load_checkpoint, save_checkpoint
+from .io import load_checkpoint, remove_stale_temp_files, save_checkpoint, write_text
 from .kernels import BACKENDS
 from .schedules import Schedule
 
 __all__ = [
+    "EMAWarning",
+    "RunExistsError",
     "TrainConfig",
     "Trainer",
     "TrainingError",
     "build_diffusion",
     "build_model",
+    "ema_warning",
     "load_for_sampling",
     "model_denoiser",
     "train",
 ]
 
 MODELS = ("mlp", "unet")
+#: the files a run owns in its output directory
+CHECKPOINT_NAME, LOG_NAME = "checkpoint.npz", "log.jsonl"
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is intact."""
+    """Training cannot go on (e.g. a non-finite loss, or a checkpoint already at the requested
+    steps); the last good checkpoint is intact."""
+
+
+class RunExistsError(TrainingError):
+    """The output directory holds an earlier run; resume it or pass ``force=True``.
+
+    Attributes
+    ----------
+    out_dir : Path
+    found : list of str
+        The run's files found there (``checkpoint.npz``, ``log.jsonl``).
+    """
+
+    def __init__(self, out_dir: Path, found: list[str]) -> None:
+        self.out_dir, self.found = out_dir, found
+        super().__init__(
+            f"{out_dir} already holds a training run ({', '.join(found)}); resume it "
+            f"(resume={str(out_dir / CHECKPOINT_NAME)!r}) or replace it (force=True)"
+        )
+
+
+class EMAWarning(UserWarning):
+    """A checkpoint's EMA has seen fewer updates than its time constant: its weights are still
+    mostly the initialisation."""
 
 
 @dataclass
@@ -67,8 +104,15 @@ class TrainConfig:
         :class:`npddpm.GaussianDiffusion` options; ``var_type="learned_range"`` with
         ``loss_type="rescaled_mse"`` is the hybrid loss.
     batch_size, steps : int
-    lr, warmup_steps, grad_clip, ema_decay : float, int, float or None, float
-        Adam learning rate, linear warm-up, global-norm clipping and EMA decay.
+    lr, warmup_steps, grad_clip : float, int, float or None
+        Adam learning rate, linear warm-up and global-norm clipping.
+    ema_decay, ema_warmup : float, bool
+        The EMA of the parameters (the weights sampled by default): its decay δ and whether
+        the decay is ramped as the run starts, δ_n = min(δ, (1 + n)/(10 + n)) at update n
+        (TensorFlow's ``ExponentialMovingAverage(num_updates=…)``; :class:`npddpm.nn.EMA`).
+        Without the ramp the average spans about 1/(1 − δ) steps (1000 for 0.999) and a run
+        shorter than a few of those samples weights still close to the initialisation
+        (measured: C2ST 0.99 after 500 moons steps against 0.72 for the raw weights).
     seed : int
         Seeds the data/timestep/noise generator and the model initialisation.
     backend : {"numpy", "cpu", "cuda"}
@@ -93,6 +137,7 @@ class TrainConfig:
     warmup_steps: int = 0
     grad_clip: float | None = 1.0
     ema_decay: float = 0.999
+    ema_warmup: bool = True
     seed: int = 0
     backend: str = "numpy"
     checkpoint_every: int = 1000
@@ -110,8 +155,14 @@ class TrainConfig:
         as_int(self.warmup_steps, "warmup_steps", minimum=0)
         if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if not (
+            isinstance(self.ema_decay, (int, float))
+            and not isinstance(self.ema_decay, bool)
+            and 0 <= self.ema_decay < 1
+        ):
+            raise ValueError(f"ema_decay must be a number in [0, 1), got {self.ema_decay!r}")
+        if not isinstance(self.ema_warmup, bool):
+            raise TypeError(f"ema_warmup must be True or False, got {self.ema_warmup!r}")
         if not isinstance(self.model_options, dict):
             raise TypeError("model_options must be a dict of model keyword options")
 
@@ -207,9 +258,10 @@ class Trainer:
             clip_norm=config.grad_clip,
             warmup_steps=config.warmup_steps,
         )
-        self.ema = EMA(self.model.params, decay=config.ema_decay)
+        self.ema = EMA(self.model.params, decay=config.ema_decay, warmup=config.ema_warmup)
         self.step = 0
         self.last_checkpoint: Path | None = None
+        self.removed_temp_files: list[Path] = []
 
     # ------------------------------------------------------------------ one step
 
@@ -313,12 +365,22 @@ class Trainer:
         callback: Callable[[int, dict[str, float]], None] | None = None,
     ) -> list[dict]:
         """Train until ``config.steps``; log to ``out_dir/log.jsonl`` and checkpoint to
-        ``out_dir/checkpoint.npz`` every ``checkpoint_every`` steps and at the end."""
+        ``out_dir/checkpoint.npz`` every ``checkpoint_every`` steps and at the end.
+
+        On start, temporary files of interrupted saves in ``out_dir`` are removed (listed in
+        :attr:`removed_temp_files`) and the log is cut back to the current step: a fresh
+        run (step 0) starts a new log and drops an earlier run's checkpoint there, a resumed
+        one keeps the records up to its checkpoint's step and appends after them."""
         cfg = self.config
         out = Path(out_dir) if out_dir is not None else None
+        log_f = None
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-        log_f = open(out / "log.jsonl", "a") if out is not None else None
+            self.removed_temp_files = remove_stale_temp_files(out, (CHECKPOINT_NAME, LOG_NAME))
+            if self.step == 0:
+                (out / CHECKPOINT_NAME).unlink(missing_ok=True)
+            _cut_log(out / LOG_NAME, self.step)
+            log_f = open(out / LOG_NAME, "a")
         bar = _progress(total=cfg.steps, initial=self.step, enabled=progress)
         history: list[dict] = []
         t_last, s_last = time.perf_counter(), self.step
@@ -346,7 +408,9 @@ class Trainer:
                 if out is not None and (
                     self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps
                 ):
-                    self.save(out / "checkpoint.npz")
+                    if log_f is not None:  # the log reaches the checkpoint's step first
+                        os.fsync(log_f.fileno())
+                    self.save(out / CHECKPOINT_NAME)
         finally:
             bar.close()
             if log_f is not None:
@@ -354,18 +418,58 @@ class Trainer:
         return history
 
 
+def _cut_log(path: Path, step: int) -> None:
+    """Keep the records of ``path`` (JSON lines) with ``"step" <= step``, dropping later ones
+    and any line a kill cut short; rewritten atomically, and only if something changes."""
+    if not path.exists():
+        return
+    text = path.read_text(errors="replace")
+    kept = []
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
+            kept.append(line + "\n")
+    new = "".join(kept)
+    if new != text:
+        write_text(path, new)
+
+
 def train(
     config: TrainConfig,
     out_dir: str | os.PathLike | None = None,
     *,
     resume: str | os.PathLike | None = None,
+    force: bool = False,
     progress: bool = True,
     dataset: Any = None,
 ) -> Trainer:
-    """Build a :class:`Trainer`, optionally resume from a checkpoint, and run it."""
+    """Build a :class:`Trainer`, optionally resume from a checkpoint, and run it.
+
+    Raises
+    ------
+    RunExistsError
+        If ``out_dir`` already holds a run (``checkpoint.npz`` or ``log.jsonl``) and neither
+        ``resume`` nor ``force=True`` is given: nothing is overwritten.
+    TrainingError
+        If the resumed checkpoint is already at or past ``config.steps`` (nothing to do).
+    """
+    if out_dir is not None and resume is None and not force:
+        out = Path(out_dir)
+        found = [name for name in (CHECKPOINT_NAME, LOG_NAME) if (out / name).exists()]
+        if found:
+            raise RunExistsError(out, found)
     trainer = Trainer(config, dataset=dataset)
     if resume is not None:
         trainer.load(resume)
+        if trainer.step >= config.steps:
+            raise TrainingError(
+                f"{resume}: the checkpoint is already at step {trainer.step}, at or past the "
+                f"requested {config.steps} steps; nothing to train (ask for more than "
+                f"{trainer.step} steps to continue it)"
+            )
     trainer.run(out_dir, progress=progress)
     return trainer
 
@@ -391,15 +495,40 @@ def _progress(total: int, initial: int = 0, enabled: bool = True):
     )
 
 
+def ema_warning(header: dict[str, Any]) -> str | None:
+    """The warning for a training checkpoint's header whose EMA has seen fewer updates than
+    its time constant 1/(1 − δ) (δ: the decay of its last update, the ramped one under
+    ``ema_warmup``, so a warmed-up EMA warns only before its second update); else None."""
+    cfg = header.get("config", {})
+    decay = float(cfg.get("ema_decay", 0.999))
+    warmup = bool(cfg.get("ema_warmup", False))  # absent: written before the warm-up existed
+    n = int(header.get("counters", {}).get("ema/num_updates", 0))
+    last = decay if not warmup else min(decay, n / (9.0 + n))  # δ_{n-1} = min(δ, n/(9+n))
+    tau = round(1.0 / (1.0 - last), 6)  # 1/(1-0.999) is 1000.0000000000009
+    if n >= tau:
+        return None
+    ramp = "" if warmup else " and no warm-up"
+    return (
+        f"the checkpoint's EMA has seen {n} updates, fewer than its time constant "
+        f"1/(1-{last:.4g}) = {tau:.0f}{ramp}, so its weights are still mostly the "
+        "initialisation; sample the raw weights (--no-ema, ema=False) or train longer "
+        "(or with the EMA warm-up, --ema-warmup)"
+    )
+
+
 def load_for_sampling(path: str | os.PathLike, *, ema: bool = True):
     """Rebuild ``(config, diffusion, denoiser)`` from a training checkpoint.
 
     ``denoiser(x_t, t)`` runs the model (EMA parameters unless ``ema=False``) in its own
-    dtype and returns the output in x_t's dtype.
+    dtype and returns the output in x_t's dtype. With ``ema=True`` an :class:`EMAWarning`
+    is issued (on stderr by default) when the EMA has seen fewer updates than its time
+    constant (:func:`ema_warning`).
     """
     arrays, header = load_checkpoint(path)
     if header.get("kind") != "npddpm-train":
         raise ValueError(f"{path}: not a training checkpoint")
+    if ema and (message := ema_warning(header)) is not None:
+        warnings.warn(f"{path}: {message}", EMAWarning, stacklevel=2)
     config = TrainConfig.from_dict(header["config"])
     model = build_model(config, tuple(header["example_shape"]))
     prefix = "ema/ema/" if ema else "params/"

@@ -1,12 +1,24 @@
 """The training loop: it learns, it resumes bitwise, and it fails safely."""
 
 import json
+import os
+import warnings
 
 import numpy as np
 import pytest
 
+from npddpm.demo import DEMO_CONFIG
 from npddpm.io import CheckpointError
-from npddpm.training import TrainConfig, Trainer, TrainingError, train
+from npddpm.nn import EMA
+from npddpm.training import (
+    EMAWarning,
+    RunExistsError,
+    TrainConfig,
+    Trainer,
+    TrainingError,
+    load_for_sampling,
+    train,
+)
 
 
 class Gaussian2D:
@@ -99,11 +111,13 @@ def test_checkpoint_for_another_model(tmp_path):
         ({"steps": 0}, "steps"),
         ({"lr": -1.0}, "lr"),
         ({"ema_decay": 1.0}, "ema_decay"),
+        ({"ema_decay": "0.9"}, "ema_decay"),
+        ({"ema_warmup": 1}, "ema_warmup"),
         ({"var_type": "big"}, "var_type"),
     ],
 )
 def test_bad_config(kw, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((ValueError, TypeError), match=match):
         cfg(**kw)
 
 
@@ -125,3 +139,162 @@ def test_cpu_backend_trains_like_numpy():
     b.run(progress=False)
     for k, p in a.model.params.items():
         assert np.allclose(p, b.model.params[k], rtol=1e-3, atol=1e-5), k
+
+
+# ---------------------------------------------------------------------- EMA warm-up
+
+
+def test_ema_warmup_ramps_the_decay():
+    p = {"w": np.zeros(3, dtype=np.float32)}
+    ema = EMA(p, decay=0.999, warmup=True)
+    seen = []
+    for _ in range(9000):
+        seen.append(ema.current_decay())
+        ema.num_updates += 1
+    assert seen[:3] == [1 / 10, 2 / 11, 3 / 12]
+    assert seen[8990] == pytest.approx(8991 / 9000) and seen[8991] == 0.999 == seen[-1]
+    assert EMA(p, decay=0.999).current_decay() == 0.999  # the class's default: no ramp
+    assert EMA(p, decay=0.999).time_constant == pytest.approx(1000)
+    # one update is δ_n p̄ + (1 − δ_n) p with δ_0 = 0.1
+    ema = EMA(p, decay=0.999, warmup=True)
+    ema.update({"w": np.ones(3, dtype=np.float32)})
+    assert np.array_equal(ema.params["w"], np.full(3, np.float32(0.9)))
+    assert "warmup=True" in repr(ema) and "num_updates=1" in repr(ema)
+
+
+def test_ema_warmup_forgets_the_initialisation():
+    # after 20 steps the plain EMA (δ = 0.999) is still ~98 % the initial weights; the
+    # ramped one follows the trained weights
+    def distances(warmup):
+        tr = Trainer(cfg(ema_warmup=warmup, ema_decay=0.999), dataset=Gaussian2D())
+        init = {k: v.copy() for k, v in tr.model.params.items()}
+        tr.run(progress=False)
+
+        def dist(a):
+            return sum(float(np.sum((a[k] - tr.model.params[k]) ** 2)) for k in a) ** 0.5
+
+        return dist(tr.ema.params) / dist(init)
+
+    assert distances(False) > 0.95
+    assert distances(True) < 0.5
+
+
+def test_resume_is_bitwise_with_and_without_warmup(tmp_path):
+    for warmup in (True, False):
+        a, b, c = (tmp_path / f"{x}{warmup}" for x in "abc")
+        straight = train(cfg(ema_warmup=warmup), a, progress=False, dataset=Gaussian2D())
+        train(cfg(steps=10, ema_warmup=warmup), b, progress=False, dataset=Gaussian2D())
+        resumed = train(
+            cfg(ema_warmup=warmup),
+            c,
+            resume=b / "checkpoint.npz",
+            progress=False,
+            dataset=Gaussian2D(),
+        )
+        assert resumed.ema.num_updates == straight.ema.num_updates == 20
+        for k, p in straight.ema.params.items():
+            assert np.array_equal(p, resumed.ema.params[k]), k
+
+
+def test_sampling_warns_while_the_ema_is_young(tmp_path):
+    train(
+        cfg(ema_warmup=False, ema_decay=0.99),
+        tmp_path / "plain",
+        progress=False,
+        dataset=Gaussian2D(),
+    )
+    ck = tmp_path / "plain" / "checkpoint.npz"
+    with pytest.warns(EMAWarning, match=r"seen 20 updates, fewer than its time constant"):
+        load_for_sampling(ck)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_for_sampling(ck, ema=False)  # the raw weights: nothing to warn about
+        train(cfg(), tmp_path / "ramped", progress=False, dataset=Gaussian2D())
+        load_for_sampling(tmp_path / "ramped" / "checkpoint.npz")  # warmed up: no warning
+        train(
+            cfg(ema_warmup=False, ema_decay=0.9),
+            tmp_path / "old",
+            progress=False,
+            dataset=Gaussian2D(),
+        )
+        load_for_sampling(tmp_path / "old" / "checkpoint.npz")  # 20 updates > 1/(1-0.9)
+
+
+def test_demo_keeps_the_plain_ema():
+    # the README's demo figures were made without the warm-up
+    assert DEMO_CONFIG["ema_warmup"] is False
+    assert TrainConfig().ema_warmup is True
+
+
+# ---------------------------------------------------------------------- nothing is lost
+
+
+def steps_logged(run_dir):
+    return [json.loads(x)["step"] for x in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_an_earlier_run_is_not_overwritten(tmp_path):
+    train(cfg(), tmp_path, progress=False, dataset=Gaussian2D())
+    before = (tmp_path / "checkpoint.npz").read_bytes()
+    with pytest.raises(RunExistsError, match=r"already holds a training run .*force=True"):
+        train(cfg(steps=5), tmp_path, progress=False, dataset=Gaussian2D())
+    assert (tmp_path / "checkpoint.npz").read_bytes() == before
+    assert steps_logged(tmp_path) == [5, 10, 15, 20]
+    (tmp_path / "checkpoint.npz").unlink()  # a log alone is a run too
+    with pytest.raises(RunExistsError, match=r"\(log\.jsonl\)"):
+        train(cfg(steps=5), tmp_path, progress=False, dataset=Gaussian2D())
+    # force: a new run, a new log
+    tr = train(cfg(steps=10), tmp_path, force=True, progress=False, dataset=Gaussian2D())
+    assert tr.step == 10 and steps_logged(tmp_path) == [5, 10]
+
+
+def test_force_drops_the_old_checkpoint_at_the_start(tmp_path):
+    train(cfg(steps=20), tmp_path, progress=False, dataset=Gaussian2D())
+
+    class Stop(Exception):
+        pass
+
+    def stop(step, terms):
+        if step == 3:
+            raise Stop  # "killed" before the new run's first checkpoint
+
+    tr = Trainer(cfg(steps=20), dataset=Gaussian2D())
+    with pytest.raises(Stop):
+        tr.run(tmp_path, progress=False, callback=stop)
+    assert not (tmp_path / "checkpoint.npz").exists()  # not the old run's step-20 one
+    assert (tmp_path / "log.jsonl").read_text() == ""
+
+
+def test_resume_cuts_the_log_back_to_the_checkpoint(tmp_path):
+    train(cfg(steps=10), tmp_path, progress=False, dataset=Gaussian2D())
+    # as after a kill at step 13: records past the checkpoint and a line cut short
+    with open(tmp_path / "log.jsonl", "a") as f:
+        f.write(json.dumps({"step": 15, "loss": 1.0}) + "\n" + '{"step": 1')
+    train(cfg(), tmp_path, resume=tmp_path / "checkpoint.npz", progress=False, dataset=Gaussian2D())
+    assert steps_logged(tmp_path) == [5, 10, 15, 20]
+    straight = tmp_path / "straight"
+    train(cfg(), straight, progress=False, dataset=Gaussian2D())
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert losses == [
+        json.loads(x)["loss"] for x in (straight / "log.jsonl").read_text().splitlines()
+    ]
+
+
+def test_resume_at_or_past_the_requested_steps_is_an_error(tmp_path):
+    train(cfg(steps=20), tmp_path, progress=False, dataset=Gaussian2D())
+    ck = tmp_path / "checkpoint.npz"
+    for steps in (20, 10):
+        with pytest.raises(TrainingError, match=r"already at step 20, at or past the requested"):
+            train(cfg(steps=steps), tmp_path, resume=ck, progress=False, dataset=Gaussian2D())
+    assert steps_logged(tmp_path) == [5, 10, 15, 20]
+
+
+def test_stale_temp_files_are_removed_on_start(tmp_path):
+    tmp_path.mkdir(exist_ok=True)
+    stale = [tmp_path / ".checkpoint.npz.a1b2c3d4.tmp", tmp_path / ".log.jsonl.x_y_z_w1.tmp"]
+    for p in stale:
+        p.write_bytes(b"partial save")
+    (tmp_path / "mine.tmp").write_text("not ours")
+    tr = train(cfg(), tmp_path, progress=False, dataset=Gaussian2D())
+    assert sorted(tr.removed_temp_files) == sorted(stale)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.npz", "log.jsonl", "mine.tmp"]

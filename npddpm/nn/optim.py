@@ -64,7 +64,7 @@ def _adam_kernel():
     each rounded to the array dtype in the same order; fastmath off, so no contraction)."""
     from .._numba import cpu_jit
 
-    @cpu_jit(cache=False)
+    @cpu_jit()
     def adam_update(
         p, g, m, v, coef, clip, wd, coupled, decay, decoupled, b1, omb1, b2, omb2, bc2, eps, step
     ):
@@ -83,7 +83,7 @@ def _adam_kernel():
             v[i] = vi
             p[i] = pi - (mi / (np.sqrt(vi) / bc2 + eps)) * step
 
-    @cpu_jit(cache=False)
+    @cpu_jit()
     def adam_update_all(
         ps, gs, ms, vs, coef, clip, wd, coupled, decay, decoupled, b1, omb1, b2, omb2, bc2, eps,
         step,
@@ -273,7 +273,15 @@ class AdamW(Adam):
 
 class EMA:
     r"""Exponential moving average of parameters (Polyak averaging; improved-diffusion's
-    ``update_ema``): :math:`\bar p \leftarrow \delta\,\bar p + (1 - \delta)\,p`.
+    ``update_ema``): :math:`\bar p \leftarrow \delta_n\,\bar p + (1 - \delta_n)\,p`.
+
+    Without warm-up :math:`\delta_n = \delta` at every update. With ``warmup=True`` the decay
+    is ramped as the run starts, :math:`\delta_n = \min\bigl(\delta,\ (1 + n)/(10 + n)\bigr)`
+    at the update with ``n`` = :attr:`num_updates` before it (0, 1, 2, …) — the rule of
+    TensorFlow's ``tf.train.ExponentialMovingAverage(decay, num_updates=…)``. The first
+    updates then average over the last few steps only, so the average forgets the random
+    initialisation after tens of steps instead of :math:`1/(1-\delta)` (1000 steps for
+    0.999); once :math:`(1+n)/(10+n) \ge \delta` (n ≥ 8991 for 0.999) it is the plain EMA.
 
     Parameters
     ----------
@@ -281,24 +289,49 @@ class EMA:
         The parameters to track; the average starts as a copy of them.
     decay : float, default 0.9999
         :math:`\delta \in [0, 1)`.
+    warmup : bool, default False
+        Ramp the decay as above (:class:`npddpm.training.TrainConfig` turns it on).
 
     Attributes
     ----------
     params : dict of str → ndarray
         The averaged parameters (use them for sampling).
+    num_updates : int
+        Updates so far (stored by :meth:`state_dict`, so a resumed ramp continues exactly).
     """
 
-    def __init__(self, params: Arrays, decay: float = 0.9999) -> None:
+    def __init__(self, params: Arrays, decay: float = 0.9999, *, warmup: bool = False) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must lie in [0, 1), got {decay}")
+        if not isinstance(warmup, bool):
+            raise TypeError(f"warmup must be True or False, got {warmup!r}")
         self.decay = float(decay)
+        self.warmup = warmup
         self.params = {k: np.array(p, copy=True) for k, p in params.items()}
         self.num_updates = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"EMA(decay={self.decay}, warmup={self.warmup}, num_updates={self.num_updates}, "
+            f"{len(self.params)} arrays)"
+        )
+
+    @property
+    def time_constant(self) -> float:
+        r""":math:`1/(1-\delta)`: roughly how many updates the (un-ramped) average spans."""
+        return 1.0 / (1.0 - self.decay)
+
+    def current_decay(self) -> float:
+        r"""The decay :math:`\delta_n` the next :meth:`update` uses."""
+        if not self.warmup:
+            return self.decay
+        n = self.num_updates
+        return min(self.decay, (1.0 + n) / (10.0 + n))
 
     def update(self, params: Arrays) -> None:
         """One averaging step towards ``params`` (same keys as the average)."""
         check_keys(params, self.params, "params")
-        d = self.decay
+        d = self.current_decay()
         for k, avg in self.params.items():
             avg *= d
             avg += (1 - d) * params[k]
