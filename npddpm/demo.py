@@ -8,7 +8,6 @@ figures when matplotlib is installed (data vs samples, the loss curve, a reverse
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -141,7 +140,15 @@ def run_demo(
     np.savez(out / "samples.npz", samples=x_ddpm, ddim=x_ddim, oracle=x_oracle, data=real)
     _write_json(out / "metrics.json", summary)
     if figures:
-        _figures(out, real, x_ddpm, x_oracle, den, d)
+        _figures(
+            out,
+            cfg,
+            {"data": real, "ddpm": x_ddpm, "ddim100": x_ddim, "oracle_ddpm": x_oracle},
+            results,
+            den,
+            d,
+            log,
+        )
     log(format_summary(summary))
     return summary
 
@@ -166,48 +173,35 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _figures(out: Path, real, x_ddpm, x_oracle, den, d) -> None:
-    try:
-        import matplotlib
+def _figures(out: Path, cfg: TrainConfig, sets, results, den, d, log) -> None:
+    """samples.png, loss.png, trajectory.png (see :mod:`npddpm.plotting`), or one line saying
+    why not. Uses no random numbers but its own seeded trajectory, after every metric."""
+    from . import plotting
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    if not plotting.have_matplotlib():
+        log(
+            "npddpm demo: matplotlib is not installed, so samples.png, loss.png and "
+            f"trajectory.png were skipped; to get them: {plotting.INSTALL_HINT}"
+        )
         return
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharex=True, sharey=True)
-    for ax, x, title in zip(
-        axes,
-        (real, x_ddpm, x_oracle),
-        ("data", "DDPM (trained MLP)", "DDPM (exact oracle)"),
-        strict=True,
-    ):
-        ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.5)
-        ax.set_title(title)
-        ax.set_aspect("equal")
-    fig.tight_layout()
-    fig.savefig(out / "samples.png", dpi=100)
-    plt.close(fig)
-    steps, losses = [], []
-    with open(out / "log.jsonl") as f:
-        for line in f:
-            rec = json.loads(line)
-            steps.append(rec["step"])
-            losses.append(rec["loss"])
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(steps, losses)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_yscale("log")
-    fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=100)
-    plt.close(fig)
-    _, traj = samplers.ddpm(d, den, (500, 2), seed=4, clip_denoised=False, return_trajectory=True)
     T = d.num_timesteps
-    fig, axes = plt.subplots(1, 5, figsize=(15, 3), sharex=True, sharey=True)
-    for ax, frac in zip(axes, (0.0, 0.5, 0.8, 0.95, 1.0), strict=True):
-        i = round(frac * T)
-        ax.scatter(traj[i][:, 0], traj[i][:, 1], s=2, alpha=0.5)
-        ax.set_title(f"t = {T - i}")
-    fig.tight_layout()
-    fig.savefig(out / "trajectory.png", dpi=100)
-    plt.close(fig)
+    names = {
+        "data": f"data ({cfg.dataset})",
+        "ddpm": f"DDPM, {T} steps (MLP, EMA)",
+        "ddim100": f"DDIM η=0, {min(100, T)} steps (MLP, EMA)",
+        "oracle_ddpm": f"DDPM, {T} steps (exact oracle)",
+    }
+    panels = {names[k]: x for k, x in sets.items()}
+    c2st = {names[k]: r["c2st"]["value"] for k, r in results.items() if "c2st" in r}
+    plotting.demo_samples(out / "samples.png", panels, scores=c2st, score_name="C2ST")
+    steps, losses = plotting.read_loss_log(out / "log.jsonl")
+    plotting.demo_loss(
+        out / "loss.png",
+        steps,
+        losses,
+        title=f"{cfg.loss_type} loss ({cfg.var_type}), {cfg.dataset}, batch {cfg.batch_size}",
+    )
+    _, traj = samplers.ddpm(d, den, (500, 2), seed=4, clip_denoised=False, return_trajectory=True)
+    plotting.demo_trajectory(
+        out / "trajectory.png", traj, title="DDPM reverse trajectory (MLP, EMA, seed 4)"
+    )
