@@ -114,7 +114,14 @@ def _quadratic(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.n
 def _cosine(
     T: int, s: float = 0.008, max_beta: float = 0.999, min_beta: float | None = None
 ) -> np.ndarray:
-    betas = betas_for_alpha_bar(T, _cosine_alpha_bar(s), max_beta=max_beta)
+    if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)):
+        raise TypeError(f"cosine schedule: s must be a real number, got {type(s).__name__} {s!r}")
+    if not (math.isfinite(s) and s >= 0):
+        raise ValueError(
+            f"cosine schedule: s must be a finite offset >= 0 (ᾱ(u) = cos²((u + s)/(1 + s)·π/2); "
+            f"s = -1 divides by zero), got s={s}; use the default s=0.008"
+        )
+    betas = betas_for_alpha_bar(T, _cosine_alpha_bar(float(s)), max_beta=max_beta)
     if min_beta is not None:
         betas = np.maximum(betas, min_beta)
     return betas
@@ -272,7 +279,6 @@ def check_betas(betas: np.ndarray, name: str) -> None:
             f"{name}[{int(ones[0])}] = 1 before the last step makes every later ᾱ zero; "
             "only the last beta may equal 1"
         )
-
 
 
 def rescale_zero_terminal_snr(betas: Iterable[float] | np.ndarray) -> np.ndarray:

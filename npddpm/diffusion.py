@@ -442,6 +442,13 @@ class GaussianDiffusion:
     def check_eta(self, eta: float, t: Array) -> float:
         """``eta`` as a float, checked to be finite, >= 0 and small enough that σ_t(η)² ≤
         1 − ᾱ_prev at every index in ``t`` (int array), so the DDIM step is real."""
+        if isinstance(eta, (bool, np.bool_)) or not isinstance(
+            eta, (int, float, np.integer, np.floating)
+        ):
+            raise TypeError(
+                f"eta must be a real number (0 = deterministic DDIM, 1 = DDPM-like), got "
+                f"{type(eta).__name__} {eta!r:.40}; pass a float such as eta=0.5"
+            )
         eta = float(eta)
         if not np.isfinite(eta) or eta < 0:
             raise ValueError(f"eta must be a finite number >= 0, got {eta}")

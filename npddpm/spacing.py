@@ -38,7 +38,8 @@ def space_timesteps(num_timesteps: int, section_counts: str | Iterable[int]) -> 
     ValueError
         When a section is shorter than its count, or no integer stride gives exactly N steps
         for ``"ddimN"`` (improved-diffusion's error cases; its message names T where it means
-        N, npddpm's names both), or for negative counts.
+        N, npddpm's names both), for negative counts, or for counts that keep no step
+        (all zero; improved-diffusion returns the empty set).
     """
     T = as_int(num_timesteps, "num_timesteps", minimum=1)
     if isinstance(section_counts, str):
@@ -67,7 +68,16 @@ def space_timesteps(num_timesteps: int, section_counts: str | Iterable[int]) -> 
     if not counts:
         raise ValueError("section_counts is empty; give at least one count")
     if any(c < 0 for c in counts):
-        raise ValueError(f"section_counts must be non-negative, got {counts}")
+        raise ValueError(
+            f"section_counts must be non-negative, got {counts}; give a count per section, "
+            "e.g. '50' or '10,15,20'"
+        )
+    if sum(counts) < 1:  # improved-diffusion returns the empty set: a respacing of no steps
+        raise ValueError(
+            f"section_counts {section_counts!r} keep no timestep (the counts must add up to "
+            "at least 1; a section count of 0 skips that section); give a positive count, "
+            "e.g. '50' or '10,0,5'"
+        )
     size_per = T // len(counts)
     extra = T % len(counts)
     start_idx = 0

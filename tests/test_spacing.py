@@ -84,6 +84,10 @@ def test_space_timesteps_sections(T, data):
     else:
         n = data.draw(st.integers(1, min(5, T)))
         counts = [data.draw(st.integers(0, T // n + 1)) for _ in range(n)]
+    if sum(counts) == 0:  # improved-diffusion returns set(); npddpm refuses an empty respacing
+        with pytest.raises(ValueError, match="keep no timestep"):
+            space_timesteps(T, counts)
+        return
     try:
         expected = id_sections(T, counts)
     except ValueError:
@@ -182,3 +186,19 @@ def test_inference_timesteps_invariants(T, data):
     li = inference_timesteps(T, N, "linspace").tolist()
     if N > 1:
         assert li == [math.floor(Fraction(k * (T - 1), N - 1) + Fraction(1, 2)) for k in range(N)]
+
+
+@pytest.mark.parametrize("counts", ["0", "0,0", [0], [0, 0, 0]])
+def test_section_counts_that_keep_no_step_are_refused(counts):
+    with pytest.raises(ValueError, match=r"keep no timestep.*give a positive count"):
+        space_timesteps(1000, counts)
+
+
+@pytest.mark.parametrize("counts", ["-3", [5, -1]])
+def test_negative_section_counts_are_refused(counts):
+    with pytest.raises(ValueError, match=r"non-negative.*give a count per section"):
+        space_timesteps(1000, counts)
+
+
+def test_a_zero_section_inside_a_respacing_is_improved_diffusions():
+    assert space_timesteps(30, "2,0,2") == {0, 9, 20, 29}

@@ -116,6 +116,12 @@ def check(
     k : float, optional
         Tolerance multiplier (default 16 for float32 implementations, 64 for float64).
     """
+    if not isinstance(adapter, Adapter):
+        raise TypeError(
+            f"adapter must be an npddpm.conformance.Adapter, got {type(adapter).__name__}; "
+            "wrap the implementation in one (DiffusersAdapter, ImprovedDiffusionAdapter, "
+            "CallablesAdapter or a subclass of Adapter)"
+        )
     with np.errstate(all="ignore"):
         return _check(adapter, etas=etas, seed=seed, batch=batch, dim=dim, k=k)
 

@@ -112,6 +112,13 @@ def setup(diffusion, denoiser, x_T_or_shape, seed, noise, backend, variance):
             "variance='exact' needs a denoiser with an x0_covariance(x_t, t) method, such as "
             "GaussianMixture.denoiser(diffusion); use variance='model' for other denoisers"
         )
+    if diffusion.mean_type == "eps" and diffusion.schedule.alphas_cumprod[-1] == 0.0:
+        raise ValueError(
+            "this schedule has zero terminal SNR (ᾱ_{T−1} = 0), where an ε-prediction model "
+            "cannot give x̂₀ (x̂₀ = (x_t − √(1−ᾱ)·ε)/√ᾱ divides by zero and the samples are "
+            "NaN); use a v- or x₀-prediction model (mean_type='v' or 'x0'), or a schedule "
+            "with ᾱ_{T−1} > 0"
+        )
     T = diffusion.num_timesteps
     if noise is not None:
         noise = np.asarray(noise)

@@ -251,3 +251,9 @@ def test_diffusers_float16_add_noise_is_a_known_divergence(diffusers):
     # and the same float16 cast in an implementation that is not diffusers is a fault
     bad = check(Impl(COS, fault="float16").adapter())
     assert any("ᾱ cast to float16" == f for f in bad.faults()), bad.table()
+
+
+@pytest.mark.parametrize("adapter", [None, "diffusers", object()])
+def test_check_needs_an_adapter(adapter):
+    with pytest.raises(TypeError, match=r"adapter must be an npddpm.conformance.Adapter"):
+        check(adapter)

@@ -416,3 +416,30 @@ def test_ks_pvalues_are_uniform_under_the_null():
     u = directions(2, 2, rng)
     ps = np.concatenate([projection_ks_pvalues(gm.sample(300, rng), gm, u) for _ in range(100)])
     assert stats.kstest(ps, "uniform").pvalue > 1e-4
+
+
+# ---------------------------------------------------------------- bad arguments
+
+
+@pytest.mark.parametrize("eta", ["0.5", True, np.bool_(False), None, [0.5]])
+def test_ddim_eta_must_be_a_real_number(eta):
+    d = GaussianDiffusion(Schedule.from_name("cosine", 20))
+    with pytest.raises(TypeError, match="eta must be a real number.*eta=0.5"):
+        ddim(d, lambda x, t: np.zeros_like(x), (2, 2), eta=eta)
+
+
+@pytest.mark.parametrize("sampler", [ddpm, ddim])
+def test_eps_model_on_zero_terminal_snr_is_refused_up_front(sampler):
+    betas = rescale_zero_terminal_snr(get_named_beta_schedule("linear", 100))
+    d = GaussianDiffusion(Schedule(betas))
+    calls = []
+
+    def den(x, t):
+        calls.append(1)
+        return np.zeros_like(x)
+
+    with pytest.raises(ValueError, match=r"zero terminal SNR.*mean_type='v' or 'x0'"):
+        sampler(d, den, (2, 2))
+    assert not calls  # before any model evaluation
+    v = GaussianDiffusion(Schedule(betas), mean_type="v")
+    assert np.all(np.isfinite(sampler(v, den, (2, 2))))
