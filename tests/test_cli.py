@@ -26,9 +26,9 @@ def test_usage_error_is_one_line_exit_2():
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 
-def test_no_command_prints_help(capsys):
-    assert main([]) == 0
-    assert "usage" in capsys.readouterr().out
+def test_no_command_prints_usage_exit_2(capsys):
+    assert main([]) == 2
+    assert "usage" in capsys.readouterr().err
 
 
 def test_train_sample_eval_round_trip(tmp_path):

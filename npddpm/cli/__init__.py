@@ -9,13 +9,20 @@ One module per command group, each with ``register(sub)`` (its sub-parsers) and
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+import os
+import sys
+from typing import Any, NoReturn
 
 from .. import __version__
 from . import bench, conform, demo, sample, train, verify
+from .common import HelpFormatter
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)  # every --help shows defaults
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:  # one line, exit 2
         self.exit(2, f"npddpm: error: {message}\n")
 
@@ -47,8 +54,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
-        return 0
+        parser.print_usage(sys.stderr)
+        print("npddpm: error: give a command (npddpm --help lists them)", file=sys.stderr)
+        return 2
     if args.command not in _COMMANDS:  # pragma: no cover
         parser.error(f"unknown command {args.command!r}")
-    return _COMMANDS[args.command].run(args)
+    from ..io import CheckpointError
+
+    try:
+        return _COMMANDS[args.command].run(args)
+    except (ValueError, TypeError, OSError, CheckpointError) as exc:
+        # the safety net: a library error is one line; NPDDPM_DEBUG=1 shows the traceback
+        if os.environ.get("NPDDPM_DEBUG", "") not in ("", "0"):
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"npddpm: error: {message} (NPDDPM_DEBUG=1 shows where)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("npddpm: interrupted", file=sys.stderr)
+        return 130

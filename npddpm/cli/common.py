@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import math
+import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 
 def fail(message: str) -> int:
@@ -36,3 +39,124 @@ def grid(d, den, ds):
     if levels is None:
         raise ValueError(f"--grid needs data on known grey levels; {ds.name} has none")
     return grid_denoiser(d, den, levels=levels)
+
+
+# --- argument types: a bad value is a usage error naming the argument (exit 2) ----------------
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """An ``int`` >= 1."""
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """A seed: an ``int`` >= 0."""
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed must be >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite ``float`` > 0."""
+    value = nonneg_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
+def nonneg_float(text: str) -> float:
+    """A finite ``float`` >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: …)`` for every option with a default (not for flags, not for
+    ``None`` and not where the help already says its default)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help = action.help or ""
+        flag = action.default is None or action.default is False  # 0 == False: use `is`
+        if flag or action.default == argparse.SUPPRESS or "default" in help:
+            return help
+        return super()._get_help_string(action)
+
+
+def check_backend(backend: str) -> None:
+    """Refuse ``cuda`` without a usable GPU, before any work (Numba is imported only here)."""
+    if backend != "cuda":
+        return
+    try:
+        from numba import cuda
+
+        available = bool(cuda.is_available())
+    except Exception:  # no driver, no toolkit, a broken install: not available
+        available = False
+    if not available:
+        raise ValueError(
+            "--backend cuda needs an NVIDIA GPU with a working CUDA driver, and "
+            "numba.cuda.is_available() is False here; use --backend cpu or numpy"
+        )
+
+
+def load_npz_array(path: str, key: str) -> Any:
+    """Array ``key`` of the ``.npz`` at ``path``, or a ValueError saying what was expected."""
+    import zipfile
+    import zlib
+
+    import numpy as np
+
+    expected = f"expected an .npz file with array {key!r} (as `npddpm sample --out` writes)"
+    if not os.path.exists(path):
+        raise ValueError(f"{path}: no such file; {expected}")
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a directory; {expected}")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        what = "a .npy file (one array)" if magic == b"\x93NUMPY" else "not an .npz archive"
+        raise ValueError(f"{path} is {what}; {expected}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if key not in z.files:
+                raise ValueError(f"{path} has no array {key!r} (has {z.files}); give --key")
+            return z[key]
+    except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as exc:
+        raise ValueError(f"{path} is truncated or corrupt ({exc}); {expected}") from None
+    except ValueError as exc:
+        if "has no array" in str(exc):
+            raise
+        raise ValueError(f"{path} is truncated or corrupt ({exc}); {expected}") from None
+
+
+MAX_TIMESTEPS = 100_000  # the schedule tables alone are ≈ 20 float64 arrays of T
+
+
+def timesteps_int(text: str) -> int:
+    """A diffusion length T, 1 <= T <= :data:`MAX_TIMESTEPS`, checked before anything is
+    allocated (the schedule's tables are ≈ 20 × 8 bytes × T, and sampling walks T steps)."""
+    value = positive_int(text)
+    if value > MAX_TIMESTEPS:
+        need = 20 * 8 * value
+        raise argparse.ArgumentTypeError(
+            f"T={value} would need ≈ {need / 2**30:.3g} GiB for the schedule tables alone "
+            f"(≈ 20 float64 arrays of T) and {value} model calls per sample; npddpm allows "
+            f"T <= {MAX_TIMESTEPS} (1000 is the usual choice)"
+        )
+    return value

@@ -4,7 +4,29 @@ from __future__ import annotations
 
 import argparse
 
-from .common import fail, usage_error
+from .common import fail, positive_int, seed_int, usage_error
+
+_DIFFUSERS_T = 1000  # num_train_timesteps of the schedulers `conform diffusers` checks
+
+
+def _check_index(directory: str, option: str) -> None:
+    """A ValueError unless ``directory/index.json`` lists its cases, each with a file."""
+    import json
+    from pathlib import Path
+
+    path = Path(directory) / "index.json"
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"{option} {directory}: not a vectors directory (index.json unreadable: {exc})"
+        ) from None
+    cases = index.get("cases") if isinstance(index, dict) else None
+    if not isinstance(cases, list) or not all(isinstance(c, dict) and "file" in c for c in cases):
+        raise ValueError(
+            f"{option} {directory}: {path.name} has no list of 'cases' (each with a 'file'); "
+            "expected the index.json of `npddpm vectors export`, copied with the results"
+        )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -12,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     vsub = vec.add_subparsers(dest="vectors_command", metavar="ACTION", parser_class=type(vec))
     exp = vsub.add_parser("export", help="write the versioned vector set into DIR")
     exp.add_argument("dir", help="output directory (created)")
-    exp.add_argument("--seed", type=int, default=0)
+    exp.add_argument("--seed", type=seed_int, default=0, help="seed of the vectors' inputs")
 
     conf = sub.add_parser("conform", help="check another implementation against npddpm")
     conf.add_argument(
@@ -31,7 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="npddpm's vectors to compare with (default: exported afresh)",
     )
-    conf.add_argument("--steps", type=int, default=50, help="inference steps (diffusers)")
+    conf.add_argument(
+        "--steps",
+        type=positive_int,
+        default=50,
+        help=f"inference steps of the diffusers schedulers, 1 to {_DIFFUSERS_T}",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,16 +83,26 @@ def _vectors(args: argparse.Namespace) -> int:
 def _conform(args: argparse.Namespace) -> int:
     if args.vectors:
         import tempfile
+        import zipfile
+        import zlib
 
         from ..conformance.vectors import compare_vectors, export_vectors
 
+        expected = args.expected or "the fresh export"
         try:
+            _check_index(args.vectors, "--vectors")
             if args.expected:
+                _check_index(args.expected, "--expected")
                 expected = args.expected
             else:
                 expected = tempfile.mkdtemp(prefix="npddpm-vectors-")
                 export_vectors(expected)
             rows = compare_vectors(expected, args.vectors)
+        except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+            return fail(
+                f"a vector file in {args.vectors} or {expected} is truncated or corrupt ({exc}); "
+                "recompute it from a fresh `npddpm vectors export`"
+            )
         except (OSError, ValueError) as exc:
             return fail(str(exc))
         bad = [r for r in rows if r["verdict"] != "ok"]
@@ -75,6 +112,11 @@ def _conform(args: argparse.Namespace) -> int:
         return 0 if not bad else 1
     if args.target != "diffusers":
         usage_error("give an implementation (diffusers) or --vectors DIR")
+    if not 1 <= args.steps <= _DIFFUSERS_T:
+        usage_error(
+            f"argument --steps: the schedulers have T={_DIFFUSERS_T} training steps, so "
+            f"--steps must be 1 to {_DIFFUSERS_T}, got {args.steps}"
+        )
     try:
         import diffusers
     except ImportError:
@@ -99,7 +141,7 @@ def _conform(args: argparse.Namespace) -> int:
     ]
     status = 0
     for cls, kw, steps in configs:
-        sched = getattr(diffusers, cls)(num_train_timesteps=1000, **kw)
+        sched = getattr(diffusers, cls)(num_train_timesteps=_DIFFUSERS_T, **kw)
         name = f"diffusers {cls}({', '.join(f'{k}={v!r}' for k, v in kw.items())})"
         if steps:
             name += f", {steps} steps"

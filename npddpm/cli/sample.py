@@ -4,19 +4,59 @@ from __future__ import annotations
 
 import argparse
 
-from .common import fail, grid, write_json_or_fail
+from .. import plotting
+from .common import (
+    check_backend,
+    fail,
+    grid,
+    load_npz_array,
+    nonneg_float,
+    positive_int,
+    seed_int,
+    write_json_or_fail,
+)
+
+
+def _load_for_sampling(args: argparse.Namespace):
+    """``load_for_sampling``, its EMA warning printed as one line on stderr."""
+    import sys
+    import warnings
+
+    from ..training import EMAWarning, load_for_sampling
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EMAWarning)
+        loaded = load_for_sampling(args.checkpoint, ema=not args.no_ema)
+    for w in caught:
+        if issubclass(w.category, EMAWarning):
+            print(f"npddpm: warning: {w.message}", file=sys.stderr)
+        else:  # pragma: no cover - another warning: as Python would show it
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return loaded
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ..kernels import BACKENDS
+
     sm = sub.add_parser("sample", help="sample from a training checkpoint")
-    sm.add_argument("checkpoint")
+    sm.add_argument("checkpoint", help="checkpoint.npz written by `npddpm train`")
     sm.add_argument("--out", required=True, help="output .npz (array 'samples')")
-    sm.add_argument("--n", type=int, default=1000)
-    sm.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"])
-    sm.add_argument("--steps", type=int, default=None, help="respaced steps (default: all)")
-    sm.add_argument("--eta", type=float, default=0.0)
-    sm.add_argument("--seed", type=int, default=0)
-    sm.add_argument("--backend", default="numpy", choices=["numpy", "cpu", "cuda"])
+    sm.add_argument("--n", type=positive_int, default=1000, help="samples to draw")
+    sm.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"], help="reverse process")
+    sm.add_argument(
+        "--steps", type=positive_int, default=None, help="respaced steps (default: all)"
+    )
+    sm.add_argument(
+        "--eta",
+        type=nonneg_float,
+        default=None,
+        help="DDIM stochasticity η, 0 deterministic, 1 DDPM-like (only with --sampler ddim; "
+        "default 0)",
+    )
+    sm.add_argument("--seed", type=seed_int, default=0, help="seed of x_T and the noise")
+    sm.add_argument(
+        "--backend", default="numpy", choices=BACKENDS, help="where the reverse steps run"
+    )
     sm.add_argument("--no-ema", action="store_true", help="use the raw, not the EMA, weights")
     sm.add_argument("--clip", action="store_true", help="clip x̂₀ to [−1, 1] (image data)")
     sm.add_argument(
@@ -25,22 +65,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="re-derive x̂₀ from the per-pixel posterior over the data's grey levels "
         "(digits; see npddpm.discrete)",
     )
-    sm.add_argument("--quiet", action="store_true")
+    sm.add_argument("--quiet", action="store_true", help="no progress output")
 
     nl = sub.add_parser("nll", help="the model's variational bound on held-out data")
-    nl.add_argument("checkpoint")
+    nl.add_argument("checkpoint", help="checkpoint.npz written by `npddpm train`")
     nl.add_argument(
         "--n", type=int, default=None, help="examples (default: the digits test split, 500 else)"
     )
     nl.add_argument("--grid", action="store_true", help="as `sample --grid`")
-    nl.add_argument("--seed", type=int, default=0, help="seed of the noise of the bound")
+    nl.add_argument("--seed", type=seed_int, default=0, help="seed of the noise of the bound")
     nl.add_argument("--no-ema", action="store_true", help="use the raw, not the EMA, weights")
     nl.add_argument("--json", default=None, help="also write the result here")
     ev = sub.add_parser("eval", help="score samples against a dataset (metrics with floors)")
     ev.add_argument("samples", help=".npz file with the samples")
-    ev.add_argument("--dataset", required=True)
+    ev.add_argument("--dataset", required=True, help="a name from npddpm.data.NAMES")
     ev.add_argument("--key", default="samples", help="array name in the .npz")
     ev.add_argument("--json", default=None, help="also write the metrics here")
+    ev.add_argument(
+        "--plot",
+        default=None,
+        metavar="FILE",
+        help="also write a PNG: samples beside real ones (image grids for image data, "
+        "scatters for 2-D data)",
+    )
+    ev.add_argument("--force", action="store_true", help="overwrite an existing --plot FILE")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,12 +107,14 @@ def _sample(args: argparse.Namespace) -> int:
     from .. import samplers
     from ..io import CheckpointError
     from ..schedules import inference_timesteps
-    from ..training import load_for_sampling
 
     if args.n < 1:
         return fail(f"--n must be >= 1, got {args.n}")
+    if args.eta is not None and args.sampler != "ddim":
+        return fail(f"--eta only applies to --sampler ddim (got --sampler {args.sampler})")
     try:
-        cfg, d, den = load_for_sampling(args.checkpoint, ema=not args.no_ema)
+        check_backend(args.backend)
+        cfg, d, den = _load_for_sampling(args)
         if args.steps is not None:
             d = d.respace(inference_timesteps(d.num_timesteps, args.steps))
         from .. import data
@@ -74,7 +124,7 @@ def _sample(args: argparse.Namespace) -> int:
         if args.grid:
             den = grid(d, den, ds)
         fn = samplers.ddpm if args.sampler == "ddpm" else samplers.ddim
-        kw = {"eta": args.eta} if args.sampler == "ddim" else {}
+        kw: dict = {"eta": args.eta or 0.0} if args.sampler == "ddim" else {}
         x = fn(
             d,
             den,
@@ -97,27 +147,53 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-
-    import numpy as np
-
     from .. import data, metrics
 
     try:
+        if args.plot is not None:
+            plotting.check_output(args.plot, force=args.force)
         ds = data.get(args.dataset)
-        with np.load(args.samples, allow_pickle=False) as z:
-            if args.key not in z.files:
-                return fail(f"{args.samples} has no array {args.key!r} (has {z.files})")
-            x = z[args.key]
+        x = load_npz_array(args.samples, args.key)
         res = metrics.evaluate(ds, x, rng=0)
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, plotting.MatplotlibMissing) as exc:
         return fail(str(exc))
     print(f"{'metric':<18}{'value':>12}{'real floor':>12}")
     for k, v in res.items():
         print(f"{k:<18}{v['value']:>12.4f}{v['floor']:>12.4f}")
+    if args.plot is not None:
+        try:
+            _eval_plot(args, ds, x, res)
+        except (ValueError, OSError) as exc:
+            return fail(f"cannot write {args.plot}: {exc}")
+        print(f"wrote {args.plot}")
     if args.json:
         payload = {k: {kk: float(vv) for kk, vv in v.items()} for k, v in res.items()}
         return write_json_or_fail(args.json, payload)
     return 0
+
+
+def _eval_plot(args: argparse.Namespace, ds, x, res) -> None:
+    """``eval --plot``: the samples beside real data (the test split where there is one)."""
+    import os
+
+    import numpy as np
+
+    if ds.kind == "images":
+        x = np.asarray(x).reshape(len(x), *ds.shape)
+        real = ds.images(split="test") if hasattr(ds, "images") else ds.sample(64, 0)
+        real_title = f"real {ds.name}" + (" (test split)" if hasattr(ds, "images") else "")
+    else:
+        real, real_title = ds.sample(len(x), np.random.default_rng(0)), f"real {ds.name}"
+    shown = [k for k in ("fid_pca20", "c2st", "classes", "valid", "precision") if k in res][:3]
+    scores = ", ".join(f"{k} {res[k]['value']:.3g} (floor {res[k]['floor']:.3g})" for k in shown)
+    plotting.eval_figure(
+        args.plot,
+        x,
+        real,
+        sample_title=f"{os.path.basename(args.samples)} [{args.key!r}]",
+        real_title=real_title,
+        suptitle=f"npddpm eval --dataset {ds.name}: {scores}" if scores else None,
+    )
 
 
 def _nll(args: argparse.Namespace) -> int:
@@ -127,12 +203,11 @@ def _nll(args: argparse.Namespace) -> int:
 
     from .. import data
     from ..io import CheckpointError
-    from ..training import load_for_sampling
 
     if args.n is not None and args.n < 2:
         return fail(f"--n must be >= 2, got {args.n}")
     try:
-        cfg, d, den = load_for_sampling(args.checkpoint, ema=not args.no_ema)
+        cfg, d, den = _load_for_sampling(args)
         ds = data.get(cfg.dataset)
         if args.grid:
             den = grid(d, den, ds)

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from .common import fail
+from .common import (
+    check_backend,
+    fail,
+    positive_float,
+    positive_int,
+    seed_int,
+    timesteps_int,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ..diffusion import LOSS_TYPES, MEAN_TYPES, VAR_TYPES
+    from ..kernels import BACKENDS
+    from ..schedules import schedule_names
+
     tr = sub.add_parser("train", help="train a denoiser on a dataset")
     tr.add_argument("--dataset", default="8gaussians", help="a name from npddpm.data.NAMES")
     tr.add_argument(
@@ -17,28 +28,53 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="default: mlp for vectors, unet for images",
     )
     tr.add_argument("--out", required=True, help="output directory (checkpoint, log)")
-    tr.add_argument("--steps", type=int, default=3000)
-    tr.add_argument("--batch-size", type=int, default=256)
-    tr.add_argument("--lr", type=float, default=1e-3)
-    tr.add_argument("--schedule", default="linear")
-    tr.add_argument("--timesteps", type=int, default=1000)
-    tr.add_argument("--mean-type", default="eps")
-    tr.add_argument("--var-type", default="fixed_small")
-    tr.add_argument("--loss-type", default="mse")
-    tr.add_argument("--hidden", type=int, default=None, help="MLP width")
-    tr.add_argument("--channels", type=int, default=None, help="U-Net base channels")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--backend", default="numpy", choices=["numpy", "cpu", "cuda"])
+    tr.add_argument("--steps", type=positive_int, default=3000, help="training steps")
+    tr.add_argument("--batch-size", type=positive_int, default=256, help="examples per step")
+    tr.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
+    tr.add_argument(
+        "--schedule", default="linear", choices=schedule_names(), help="named beta schedule"
+    )
+    tr.add_argument(
+        "--timesteps", type=timesteps_int, default=1000, help="diffusion steps T (<= 100000)"
+    )
+    tr.add_argument(
+        "--mean-type", default="eps", choices=MEAN_TYPES, help="what the model predicts"
+    )
+    tr.add_argument("--var-type", default="fixed_small", choices=VAR_TYPES, help="reverse variance")
+    tr.add_argument("--loss-type", default="mse", choices=LOSS_TYPES, help="training loss")
+    tr.add_argument("--hidden", type=positive_int, default=None, help="MLP width")
+    tr.add_argument("--channels", type=positive_int, default=None, help="U-Net base channels")
+    tr.add_argument("--seed", type=seed_int, default=0, help="seed of init, batches, noise")
+    tr.add_argument("--backend", default="numpy", choices=BACKENDS, help="where q_sample runs")
+    tr.add_argument(
+        "--ema-decay",
+        type=float,
+        default=0.999,
+        help="decay δ of the EMA of the weights that `sample` uses (default %(default)s)",
+    )
+    tr.add_argument(
+        "--ema-warmup",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ramp the EMA decay as the run starts, min(δ, (1+n)/(10+n)) at update n, so "
+        "short runs sample trained weights (default: on)",
+    )
     tr.add_argument("--resume", default=None, help="continue from this checkpoint")
-    tr.add_argument("--quiet", action="store_true")
+    tr.add_argument(
+        "--force",
+        action="store_true",
+        help="start a new run in --out even if it holds one (replaces its checkpoint and log)",
+    )
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     from .. import data
     from ..io import CheckpointError
-    from ..training import TrainConfig, TrainingError, train
+    from ..training import RunExistsError, TrainConfig, TrainingError, train
 
     try:
+        check_backend(args.backend)
         ds = data.get(args.dataset)
         model = args.model or ("mlp" if len(ds.shape) == 1 else "unet")
         opts = {}
@@ -58,10 +94,25 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             steps=args.steps,
             lr=args.lr,
+            ema_decay=args.ema_decay,
+            ema_warmup=args.ema_warmup,
             seed=args.seed,
             backend=args.backend,
         )
-        trainer = train(cfg, args.out, resume=args.resume, progress=not args.quiet, dataset=ds)
+        trainer = train(
+            cfg,
+            args.out,
+            resume=args.resume,
+            force=args.force,
+            progress=not args.quiet,
+            dataset=ds,
+        )
+    except RunExistsError as exc:
+        ck = exc.out_dir / "checkpoint.npz"
+        return fail(
+            f"{exc.out_dir} already holds a training run ({', '.join(exc.found)}); add "
+            f"--resume {ck} to continue it, or --force to replace it with a new run"
+        )
     except (ValueError, TypeError, TrainingError, CheckpointError) as exc:
         return fail(str(exc))
     except OSError as exc:
