@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 #: How to get the figures when matplotlib is missing.
-INSTALL_HINT = "pip install matplotlib (or pip install 'npddpm[plot]')"
+INSTALL_HINT = "pip install 'matplotlib>=3.5' (a requirement of npddpm, missing here)"
 
 _DPI = 110
 
@@ -372,5 +372,6 @@ def verify_figure(path: str | os.PathLike, rows: Sequence[Any], *, floor: float 
             if mom[k].schedule != mom[k - 1].schedule:
                 ax.axhline(y[k] + 0.5, color="0.6", lw=0.8)
     a1.set_ylim(-0.7, len(mom) - 0.3)
-    fig.suptitle(f"npddpm verify: {len(mom)} sampler-moment rows ({mom[0].data} data)", fontsize=11)
+    data = ", ".join(sorted({r.data for r in mom}))
+    fig.suptitle(f"npddpm verify: {len(mom)} sampler-moment rows (data: {data})", fontsize=11)
     return _save(fig, path)

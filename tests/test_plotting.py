@@ -126,3 +126,25 @@ def test_verify_figure(mpl, tmp_path):
     with pytest.raises(ValueError, match="moments"):
         plotting.verify_figure(tmp_path / "none.png", rows[-1:])
     _no_temp_left(tmp_path)
+
+
+def test_eval_and_verify_plot_refuse_to_overwrite(mpl, tmp_path, capsys):
+    from npddpm import data
+    from npddpm.cli import main
+
+    x = data.get("8gaussians").sample(100, np.random.default_rng(0))
+    np.savez(tmp_path / "s.npz", samples=x)
+    png = tmp_path / "eval.png"
+    png.write_bytes(b"old")
+    for argv in (
+        ["eval", str(tmp_path / "s.npz"), "--dataset", "8gaussians", "--plot", str(png)],
+        ["verify", "--plot", str(png)],  # refused before the suite runs
+    ):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "exists" in err and "--force" in err
+        assert png.read_bytes() == b"old"
+    argv = ["eval", str(tmp_path / "s.npz"), "--dataset", "8gaussians", "--plot", str(png)]
+    assert main([*argv, "--force"]) == 0
+    assert _size(png) == (770, 473) and f"wrote {png}" in capsys.readouterr().out
+    _no_temp_left(tmp_path)

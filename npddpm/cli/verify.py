@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from .. import plotting
+from .common import fail
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     verify = sub.add_parser(
@@ -16,6 +19,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     verify.add_argument(
         "--quiet", action="store_true", help="print only the summary and failed checks"
     )
+    verify.add_argument(
+        "--plot",
+        default=None,
+        metavar="FILE",
+        help="also write a PNG of the sampler-moment rows (deterministic error against its "
+        "limit; exact moments' error against the data)",
+    )
+    verify.add_argument("--force", action="store_true", help="overwrite an existing --plot FILE")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,6 +35,11 @@ def run(args: argparse.Namespace) -> int:
     from .. import verify
 
     quiet = args.quiet
+    if args.plot is not None:
+        try:
+            plotting.check_output(args.plot, force=args.force)
+        except (OSError, plotting.MatplotlibMissing) as exc:
+            return fail(str(exc))
     t0 = time.perf_counter()
     rows = verify.run_verification()
     lines = verify.format_table(rows, time.perf_counter() - t0).splitlines()
@@ -35,4 +51,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         lines = lines[-1:]
     print("\n".join(lines))
+    if args.plot is not None:
+        try:
+            plotting.verify_figure(args.plot, rows)
+        except (ValueError, OSError) as exc:
+            return fail(f"cannot write {args.plot}: {exc}")
+        print(f"wrote {args.plot}")
     return 1 if failed else 0
