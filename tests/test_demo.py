@@ -51,3 +51,20 @@ def test_demo_cli_errors_are_one_line(tmp_path):
         )
         assert r.returncode != 0 and r.stderr.count("\n") == 1, r.stderr
         assert "Traceback" not in r.stderr
+
+
+def test_demo_without_matplotlib_says_so_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises
+    lines: list[str] = []
+    run_demo(
+        tmp_path,
+        progress=False,
+        n=120,
+        steps=60,
+        vlb_n=20,
+        num_timesteps=100,
+        log=lambda s: lines.extend(s.splitlines()),
+    )
+    notes = [x for x in lines if "matplotlib" in x]
+    assert len(notes) == 1 and "skipped" in notes[0] and "pip install" in notes[0]
+    assert not list(tmp_path.glob("*.png")) and (tmp_path / "metrics.json").exists()
