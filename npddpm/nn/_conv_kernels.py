@@ -29,7 +29,7 @@ def kernels() -> SimpleNamespace:
     """Compile (once) and return ``im2col`` and ``col2im``."""
 
 
-    @cpu_jit(cache=False)
+    @cpu_jit()
     def im2col(x, kh, kw, stride, padding, ho, wo, cols):
         """x (N, H, W, C) → cols (N·Ho·Wo, kh·kw·C)."""
         n, h, w, c = x.shape
@@ -50,7 +50,7 @@ def kernels() -> SimpleNamespace:
                                 for ch in range(c):
                                     cols[row, base + ch] = zero
 
-    @cpu_jit(cache=False)
+    @cpu_jit()
     def col2im(dcols, kh, kw, stride, padding, ho, wo, dx):
         """dcols (N·Ho·Wo, kh·kw·C) → dx (N, H, W, C), the adjoint of im2col.
 

@@ -55,7 +55,7 @@ def kernels() -> SimpleNamespace:
     zero = f32(0.0)
 
 
-    @cpu_jit(cache=False, inline=True)
+    @cpu_jit(inline=True)
     def sigmoid(x):
         y = x * half
         y = min(max(y, -clamp), clamp)
@@ -75,7 +75,7 @@ def kernels() -> SimpleNamespace:
 
     def build():
 
-        @cpu_jit(cache=False)
+        @cpu_jit()
         def bias_silu(h, b, a):
             """h += b (in place); a = h·σ(h).   h, a (N, D) float32; b (D,)."""
             n, d = h.shape
@@ -85,7 +85,7 @@ def kernels() -> SimpleNamespace:
                     h[i, j] = x
                     a[i, j] = x * sigmoid(x)
 
-        @cpu_jit(cache=False)
+        @cpu_jit()
         def residual_silu(h, r, b, a):
             """h += r + b (in place); a = h·σ(h)."""
             n, d = h.shape
@@ -95,13 +95,13 @@ def kernels() -> SimpleNamespace:
                     h[i, j] = x
                     a[i, j] = x * sigmoid(x)
 
-        @cpu_jit(cache=False, inline=True)
+        @cpu_jit(inline=True)
         def dsilu(x):
             """SiLU'(x) = σ(x) (1 + x (1 − σ(x))), written σ + x σ (1 − σ)."""
             sg = sigmoid(x)
             return sg + x * sg * (one - sg)
 
-        @cpu_jit(cache=False)
+        @cpu_jit()
         def silu_grad(g, h, out, accumulate):
             """out (+)= g · SiLU'(h), the SiLU derivative (σ recomputed)."""
             n, d = g.shape
@@ -113,7 +113,7 @@ def kernels() -> SimpleNamespace:
                     else:
                         out[i, j] = v
 
-        @cpu_jit(cache=False)
+        @cpu_jit()
         def silu_grad_sum(g, h, out, accumulate, colsum):
             """:func:`silu_grad` and ``colsum = Σ_rows out`` in the same pass (row after row,
             from zero: the order of ``np.sum(out, axis=0)``); the MLP's bias gradients."""
@@ -128,7 +128,7 @@ def kernels() -> SimpleNamespace:
                     out[i, j] = v
                     colsum[j] += v
 
-        @cpu_jit(cache=False)
+        @cpu_jit()
         def embed_silu(x, wx, c, inv, h, a):
             """h = x wx + c[inv] (the input layer with the timestep part hoisted); a = h·σ(h).
 

@@ -44,12 +44,12 @@ def kernels() -> SimpleNamespace:
 
     sig32 = silu_kernels().sigmoid_scalar
 
-    @cpu_jit(cache=False, inline=True)
+    @cpu_jit(inline=True)
     def sig64(z):
         return 1.0 / (1.0 + math.exp(-z))
 
     def build(sig):
-        @cpu_jit(cache=False)
+        @cpu_jit()
         def forward(x, gamma, beta, groups, eps, xhat, rstd, y):
             """x, xhat, y (N, S, C); gamma, beta (C,); rstd (N, G) float64."""
             n, npos, c = x.shape
@@ -91,7 +91,7 @@ def kernels() -> SimpleNamespace:
                         z = xh * gamma[ch] + beta[ch]
                         y[s, p, ch] = z * sig(z)
 
-        @cpu_jit(cache=False)
+        @cpu_jit()
         def backward(dy, xhat, rstd, gamma, beta, groups, dx, dgamma, dbeta):
             """dy, xhat, dx (N, S, C); rstd (N, G); dgamma, dbeta (C,) float64 (summed into)."""
             n, npos, c = dy.shape

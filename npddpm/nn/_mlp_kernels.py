@@ -17,10 +17,32 @@ from __future__ import annotations
 
 import functools
 from types import SimpleNamespace
+from typing import Any
 
 from .._numba import cpu_jit
 
 __all__ = ["kernels"]
+
+
+def _external_sgemm(fn: Any) -> Any:
+    """``cblas_sgemm`` as a Numba external function called by symbol name (registered with
+    LLVM at this process's address), not as a ctypes pointer: code that calls a ctypes
+    pointer embeds its address and cannot be cached on disk; a named symbol is resolved
+    again when the cached code is loaded. Pointers are passed as ``intp`` (the same in the
+    C ABI); the integer width is the library's (``ctypes.c_int64`` for ``*64_``)."""
+    import ctypes
+
+    import llvmlite.binding as ll  # type: ignore[import-untyped]
+    from numba import types
+
+    blasint = types.int64 if fn.argtypes[3] is ctypes.c_int64 else types.int32
+    name = f"npddpm_cblas_sgemm_{blasint}"
+    ll.add_symbol(name, ctypes.cast(fn, ctypes.c_void_p).value)
+    i32, f32, ptr = types.int32, types.float32, types.intp
+    sig = types.void(
+        i32, i32, i32, blasint, blasint, blasint, f32, ptr, blasint, ptr, blasint, f32, ptr, blasint
+    )
+    return types.ExternalFunction(name, sig)
 
 
 @functools.cache
@@ -28,10 +50,12 @@ def kernels() -> SimpleNamespace | None:
     """Compile (once) and return ``forward`` and ``backward``, or ``None`` without a CBLAS."""
     from ._blas import CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, cblas_sgemm
 
-    sgemm = cblas_sgemm()
-    if sgemm is None:
+    ct_sgemm = cblas_sgemm()
+    if ct_sgemm is None:
         return None
     import numpy as np
+
+    sgemm = _external_sgemm(ct_sgemm)
 
     from ._fused import kernels as fused
 
@@ -39,7 +63,7 @@ def kernels() -> SimpleNamespace | None:
     bias_silu, residual_silu, silu_grad_sum = f.bias_silu, f.residual_silu, f.silu_grad_sum
     one, zero = np.float32(1.0), np.float32(0.0)
 
-    @cpu_jit(cache=False)
+    @cpu_jit()
     def mm(a, ta, b, tb, c):
         """c = op(a) @ op(b), op = transpose when the flag is set; rows of every array are
         contiguous (row strides are passed as leading dimensions)."""
@@ -62,7 +86,7 @@ def kernels() -> SimpleNamespace | None:
             c.strides[0] // 4,
         )
 
-    @cpu_jit(cache=False)
+    @cpu_jit()
     def column_sum(a, out):
         """out = Σ_rows a, adding row after row (the order of ``np.sum(a, axis=0)``)."""
         n, d = a.shape
@@ -72,7 +96,7 @@ def kernels() -> SimpleNamespace | None:
             for j in range(d):
                 out[j] += a[i, j]
 
-    @cpu_jit(cache=False)
+    @cpu_jit()
     def forward(x, emb, z, w_in, b_in, w1, b1, w2, b2, w_out, b_out, h, a, u, au, out, nblocks):
         """One chunk of :meth:`npddpm.nn.MLP.forward`; ``w1`` … ``au`` are tuples over blocks
         (``h``, ``a``: ``nblocks + 1`` buffers)."""
@@ -94,7 +118,7 @@ def kernels() -> SimpleNamespace | None:
             for j in range(out.shape[1]):
                 out[i, j] += b_out[j]
 
-    @cpu_jit(cache=False)
+    @cpu_jit()
     def backward(
         dout, z, w_in, w1, w2, w_out, h, a, u, au, g, dh, gw_in, gb_in, gw1, gb1, gw2, gb2,
         gw_out, gb_out, dx, need_dx, nblocks,

@@ -39,7 +39,7 @@ def kernels() -> SimpleNamespace:
     import numpy as np
 
 
-    @cpu_jit(cache=False)
+    @cpu_jit()
     def input_transform(x, v):
         """x (N, H, W, C), H and W even → v (16, N·H/2·W/2, C)."""
         n, h, w, c = x.shape
@@ -75,7 +75,7 @@ def kernels() -> SimpleNamespace:
                         for ch in range(c):
                             v[4 * a + 3, tile, ch] = t[a, 2 * j + 1, ch] - t[a, 2 * j + 3, ch]
 
-    @cpu_jit(cache=False)
+    @cpu_jit()
     def output_transform(m, bias, y):
         """m (16, T, F), bias (F,) → y (N, H, W, F)."""
         n, h, w, f = y.shape
@@ -107,7 +107,7 @@ def kernels() -> SimpleNamespace:
                                 r[a, j, 1, ch] - r[a, j, 2, ch] - r[a, j, 3, ch] + bias[ch]
                             )
 
-    @cpu_jit(cache=False)
+    @cpu_jit()
     def output_adjoint(dy, dm, db):
         """dy (N, H, W, F) → dm (16, T, F); db (F,) float64 ← Σ dy over N, H, W."""
         n, h, w, f = dy.shape
@@ -144,7 +144,7 @@ def kernels() -> SimpleNamespace:
                         for ch in range(f):
                             dm[4 * a + 3, tile, ch] = -sb[a, 2 * j + 1, ch]
 
-    @cpu_jit(cache=False)
+    @cpu_jit()
     def input_adjoint(dv, dx):
         """dv (16, T, C) → dx (N, H, W, C) = Σ_tiles B dV Bᵀ at each tile's window."""
         n, h, w, c = dx.shape
