@@ -327,6 +327,7 @@ def calc_bpd_loop(
     noise: Array | None = None,
     decoder: str = "discretized",
     bin_width: float = 2.0 / 255.0,
+    progress: bool | None = False,
 ) -> dict[str, Array]:
     r"""The full variational bound of ``denoiser`` on ``x0``, in bits per dimension
     (``decoder="gaussian"`` for continuous data: multiply by D·ln 2 for nats per example).
@@ -340,6 +341,9 @@ def calc_bpd_loop(
     noise : ndarray (T, *x0.shape), optional
         ``noise[t]`` is the ε used at step t; otherwise drawn from ``default_rng(seed)``
         in the order t = T−1, …, 0.
+    progress : bool or None, default False
+        A tqdm bar over the T steps on stderr; ``None``: only when stderr is a terminal
+        (:mod:`npddpm._progress`). The result does not depend on it.
 
     Returns
     -------
@@ -355,24 +359,14 @@ def calc_bpd_loop(
             raise ValueError(f"noise must have shape {(T, *x0.shape)}, got {noise.shape}")
     rng = np.random.default_rng(seed)
     vb, xmse, mse = (np.zeros((B, T)) for _ in range(3))
-    for t in range(T - 1, -1, -1):
-        tb = np.full(B, t, dtype=np.int64)
-        eps = noise[t] if noise is not None else rng.standard_normal(x0.shape).astype(x0.dtype)
-        x_t = d.q_sample(x0, tb, eps)
-        out = vb_terms_bpd(
-            d,
-            denoiser(x_t, d.model_timesteps(tb)),
-            x0,
-            x_t,
-            tb,
-            clip_denoised,
-            decoder=decoder,
-            bin_width=bin_width,
-        )
-        vb[:, t] = out["output"]
-        xmse[:, t] = mean_flat((out["pred_xstart"].astype(np.float64) - x0) ** 2)
-        eps_hat = d.predict_eps_from_xstart(x_t, tb, out["pred_xstart"])
-        mse[:, t] = mean_flat((eps_hat.astype(np.float64) - eps) ** 2)
+    from ._progress import bar
+
+    with bar(T, "nll", progress) as pbar:
+        for t in range(T - 1, -1, -1):
+            _bpd_step(
+                d, denoiser, x0, t, noise, rng, clip_denoised, decoder, bin_width, vb, xmse, mse
+            )
+            pbar.update(1)
     prior = prior_bpd(d, x0)
     return {
         "total_bpd": vb.sum(axis=1) + prior,
@@ -381,3 +375,25 @@ def calc_bpd_loop(
         "xstart_mse": xmse,
         "mse": mse,
     }
+
+
+def _bpd_step(d, denoiser, x0, t, noise, rng, clip_denoised, decoder, bin_width, vb, xmse, mse):
+    """Step t of :func:`calc_bpd_loop`: column t of ``vb``, ``xmse``, ``mse``."""
+    B = x0.shape[0]
+    tb = np.full(B, t, dtype=np.int64)
+    eps = noise[t] if noise is not None else rng.standard_normal(x0.shape).astype(x0.dtype)
+    x_t = d.q_sample(x0, tb, eps)
+    out = vb_terms_bpd(
+        d,
+        denoiser(x_t, d.model_timesteps(tb)),
+        x0,
+        x_t,
+        tb,
+        clip_denoised,
+        decoder=decoder,
+        bin_width=bin_width,
+    )
+    vb[:, t] = out["output"]
+    xmse[:, t] = mean_flat((out["pred_xstart"].astype(np.float64) - x0) ** 2)
+    eps_hat = d.predict_eps_from_xstart(x_t, tb, out["pred_xstart"])
+    mse[:, t] = mean_flat((eps_hat.astype(np.float64) - eps) ** 2)

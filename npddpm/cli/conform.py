@@ -59,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=50,
         help=f"inference steps of the diffusers schedulers, 1 to {_DIFFUSERS_T}",
     )
+    conf.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -139,8 +140,12 @@ def _conform(args: argparse.Namespace) -> int:
         ("DDIMScheduler", {"timestep_spacing": "linspace"}, args.steps),
         ("DDIMScheduler", {"timestep_spacing": "trailing"}, args.steps),
     ]
+    from .._progress import bar
+
     status = 0
+    pbar = bar(len(configs), "conform", False if args.quiet else None, unit="config")
     for cls, kw, steps in configs:
+        pbar.update(1)
         sched = getattr(diffusers, cls)(num_train_timesteps=_DIFFUSERS_T, **kw)
         name = f"diffusers {cls}({', '.join(f'{k}={v!r}' for k, v in kw.items())})"
         if steps:
@@ -148,4 +153,5 @@ def _conform(args: argparse.Namespace) -> int:
         report = check(DiffusersAdapter(sched, num_inference_steps=steps, name=name))
         print(report.table(), end="\n\n")
         status |= 0 if report.conforms else 1
+    pbar.close()
     return status

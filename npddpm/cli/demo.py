@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .common import fail
 
@@ -32,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"--steps must be >= 1, got {args.steps}")
     if args.n < 10:
         return fail(f"--n must be >= 10, got {args.n}")
-    run_demo(out, progress=not args.quiet, steps=args.steps, n=args.n)
+    # bars only on a terminal: a redirected stderr gets none (not thousands of updates)
+    progress = not args.quiet and sys.stderr.isatty()
+    run_demo(out, progress=progress, steps=args.steps, n=args.n)
     print(f"wrote {out / 'metrics.json'} and {out / 'samples.npz'}")
     return 0

@@ -76,6 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     nl.add_argument("--seed", type=seed_int, default=0, help="seed of the noise of the bound")
     nl.add_argument("--no-ema", action="store_true", help="use the raw, not the EMA, weights")
     nl.add_argument("--json", default=None, help="also write the result here")
+    nl.add_argument("--quiet", action="store_true", help="no progress bar")
     ev = sub.add_parser("eval", help="score samples against a dataset (metrics with floors)")
     ev.add_argument("samples", help=".npz file with the samples")
     ev.add_argument("--dataset", required=True, help="a name from npddpm.data.NAMES")
@@ -132,7 +133,7 @@ def _sample(args: argparse.Namespace) -> int:
             seed=args.seed,
             backend=args.backend,
             clip_denoised=args.clip,
-            progress=not args.quiet,
+            progress=False if args.quiet else None,
             **kw,
         )
         tmp = args.out + ".tmp.npz"
@@ -203,7 +204,9 @@ def _nll(args: argparse.Namespace) -> int:
 
     from .. import data
     from ..io import CheckpointError
+    from ..losses import calc_bpd_loop
 
+    progress = False if args.quiet else None  # auto: a bar when stderr is a terminal
     if args.n is not None and args.n < 2:
         return fail(f"--n must be >= 2, got {args.n}")
     try:
@@ -213,15 +216,19 @@ def _nll(args: argparse.Namespace) -> int:
             den = grid(d, den, ds)
         if getattr(ds, "levels", None):  # images on a grid: discretised decoder, bits/dim
             x = ds.images(split="test")[: args.n]
-            res = d.calc_bpd_loop(
-                den, x, clip_denoised=True, bin_width=2.0 / (ds.levels - 1), seed=args.seed
-            )
+            res = calc_bpd_loop(
+                d, den, x, clip_denoised=True, bin_width=2.0 / (ds.levels - 1), seed=args.seed,
+                progress=progress,
+            )  # fmt: skip
             per, unit = res["total_bpd"], "bits/dim"
         elif ds.kind == "images":
             raise ValueError(f"nll needs a dataset with known grey levels; {ds.name} has none")
         else:  # continuous 2-D data: Gaussian decoder, nats per example (as the demo)
             x = ds.sample(args.n or 500, np.random.default_rng(12))
-            res = d.calc_bpd_loop(den, x, clip_denoised=False, decoder="gaussian", seed=args.seed)
+            res = calc_bpd_loop(
+                d, den, x, clip_denoised=False, decoder="gaussian", seed=args.seed,
+                progress=progress,
+            )  # fmt: skip
             per, unit = res["total_bpd"] * x.shape[1] * math.log(2), "nats"
     except (ValueError, TypeError, CheckpointError) as exc:
         return fail(str(exc))

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, plotting.MatplotlibMissing) as exc:
             return fail(str(exc))
     t0 = time.perf_counter()
-    rows = verify.run_verification()
+    rows = verify.run_verification(progress=False if quiet else None)
     lines = verify.format_table(rows, time.perf_counter() - t0).splitlines()
     failed = not all(r.passed for r in rows)
     if not quiet:

@@ -4,6 +4,8 @@ r"""Samplers: one free function per sampler, all with the same signature.
 clip_denoised=True, denoised_fn=None, variance="model", progress=False, callback=None,
 return_trajectory=False)`` (``ddim`` adds ``eta``).
 
+* ``progress``: a tqdm bar on stderr (``True``), none (``False``), or one only when stderr
+  is a terminal (``None``); it only counts steps, the result is the same.
 * ``denoiser(x_t, t) -> model_output`` is called with the **original** timesteps
   ``diffusion.model_timesteps(index)``, also when the diffusion is respaced.
 * ``x_T_or_shape``: an array x_T (used as given) or a shape, in which case x_T ~ N(0, I) is

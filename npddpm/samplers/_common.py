@@ -3,8 +3,6 @@ reverse loop and the exact-variance noise. Private to :mod:`npddpm.samplers`."""
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from .. import rng
@@ -150,8 +148,26 @@ def exact_noise(denoiser, x, tb, orig, P, S, z):
 def run_loop(
     name, diffusion, denoiser, x, seed, noise, step_fn, progress, callback, traj, in_kernel=False
 ):
+    """The reverse loop every sampler shares: ``x`` from step ``T`` to 0 through ``step_fn``;
+    ``progress`` (True, False, or None: auto, when stderr is a terminal) shows a tqdm bar
+    named ``name`` (:mod:`npddpm._progress`; it only counts, the result is the same)."""
+    from .._progress import bar
+
     T = diffusion.num_timesteps
     out_traj = [x.copy()] if traj else None
+    pbar = bar(T, name, progress)
+    try:
+        return _run_steps(
+            diffusion, denoiser, x, seed, noise, step_fn, callback, traj, in_kernel, out_traj, pbar
+        )
+    finally:
+        pbar.close()
+
+
+def _run_steps(
+    diffusion, denoiser, x, seed, noise, step_fn, callback, traj, in_kernel, out_traj, pbar
+):
+    T = diffusion.num_timesteps
     for i, t in enumerate(range(T - 1, -1, -1), start=1):
         tb = np.full(x.shape[0], t, dtype=np.int64)
         if noise is not None:
@@ -171,9 +187,7 @@ def run_loop(
             )
         if traj:
             out_traj.append(x.copy())
-        if progress:
-            end = "\n" if i == T else ""
-            print(f"\r{name}: step {i}/{T}", end=end, file=sys.stderr, flush=True)
+        pbar.update(1)
     if traj:
         return x, np.stack(out_traj)
     return x

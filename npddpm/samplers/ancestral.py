@@ -32,7 +32,7 @@ def ddpm(
     clip_denoised: bool = ...,
     denoised_fn: DenoisedFn | None = ...,
     variance: str = ...,
-    progress: bool = ...,
+    progress: bool | None = ...,
     callback: Callable[[dict[str, Any]], None] | None = ...,
     return_trajectory: Literal[False] = ...,
 ) -> Array: ...
@@ -48,7 +48,7 @@ def ddpm(
     clip_denoised: bool = ...,
     denoised_fn: DenoisedFn | None = ...,
     variance: str = ...,
-    progress: bool = ...,
+    progress: bool | None = ...,
     callback: Callable[[dict[str, Any]], None] | None = ...,
     return_trajectory: Literal[True],
 ) -> tuple[Array, Array]: ...
@@ -64,7 +64,7 @@ def ddpm(
     clip_denoised: bool = ...,
     denoised_fn: DenoisedFn | None = ...,
     variance: str = ...,
-    progress: bool = ...,
+    progress: bool | None = ...,
     callback: Callable[[dict[str, Any]], None] | None = ...,
     return_trajectory: bool,
 ) -> Array | tuple[Array, Array]: ...
@@ -81,7 +81,7 @@ def ddpm(
     clip_denoised: bool = True,
     denoised_fn: DenoisedFn | None = None,
     variance: str = "model",
-    progress: bool = False,
+    progress: bool | None = False,
     callback: Callable[[dict[str, Any]], None] | None = None,
     return_trajectory: bool = False,
 ) -> Array | tuple[Array, Array]:
@@ -153,7 +153,7 @@ def ddim(
     clip_denoised: bool = ...,
     denoised_fn: DenoisedFn | None = ...,
     variance: str = ...,
-    progress: bool = ...,
+    progress: bool | None = ...,
     callback: Callable[[dict[str, Any]], None] | None = ...,
     return_trajectory: Literal[False] = ...,
 ) -> Array: ...
@@ -170,7 +170,7 @@ def ddim(
     clip_denoised: bool = ...,
     denoised_fn: DenoisedFn | None = ...,
     variance: str = ...,
-    progress: bool = ...,
+    progress: bool | None = ...,
     callback: Callable[[dict[str, Any]], None] | None = ...,
     return_trajectory: Literal[True],
 ) -> tuple[Array, Array]: ...
@@ -187,7 +187,7 @@ def ddim(
     clip_denoised: bool = ...,
     denoised_fn: DenoisedFn | None = ...,
     variance: str = ...,
-    progress: bool = ...,
+    progress: bool | None = ...,
     callback: Callable[[dict[str, Any]], None] | None = ...,
     return_trajectory: bool,
 ) -> Array | tuple[Array, Array]: ...
@@ -205,7 +205,7 @@ def ddim(
     clip_denoised: bool = True,
     denoised_fn: DenoisedFn | None = None,
     variance: str = "model",
-    progress: bool = False,
+    progress: bool | None = False,
     callback: Callable[[dict[str, Any]], None] | None = None,
     return_trajectory: bool = False,
 ) -> Array | tuple[Array, Array]:

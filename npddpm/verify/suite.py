@@ -81,9 +81,12 @@ SPACINGS = {"linear": ("1000", "100", "ddim10"), "cosine": ("250", "50", "ddim10
 def moment_rows(
     spacings: dict[str, Sequence[str]] | None = None,
     batch: int = 32,
+    *,
+    pbar: Any = None,
 ) -> list[Row]:
     """The ``moments`` rows (see the module docstring); ``spacings`` maps schedule names (of
-    1000 steps) to respacings (``"1000"``: none), default :data:`SPACINGS`."""
+    1000 steps) to respacings (``"1000"``: none), default :data:`SPACINGS`. ``pbar``: a
+    progress bar updated once per case (:func:`run_verification`)."""
     full, diag = gaussian_3d(), gaussian_diag_3d()
     rows = []
     for name, spacing_list in (spacings or SPACINGS).items():
@@ -94,6 +97,8 @@ def moment_rows(
             for k, (sampler, eta, var_type, variance) in enumerate(MOMENT_CASES):
                 data = diag if var_type.startswith("learned") else full
                 d = GaussianDiffusion(s, var_type=var_type)
+                if pbar is not None:
+                    pbar.update(1)
                 mom = sampler_moments(data, d, sampler=sampler, eta=eta, variance=variance)
                 rng = np.random.default_rng(k)
                 x_T = rng.standard_normal((batch, 3))
@@ -143,13 +148,16 @@ def chain_rows(
     samplers: tuple[tuple[str, float], ...] = (("ddpm", 0.0), ("ddim", 0.0)),
     seed: int = 0,
     datasets: dict[str, GaussianMixture] | None = None,
+    *,
+    pbar: Any = None,
 ) -> list[Row]:
     """The ``chain`` rows: per data set, sampler and checkpoint, the smallest p-value of the
     KS projections and the χ² mean test, against the Bonferroni limit α/m (m: all tests of
     the call; ``alpha_per_test`` overrides it).
 
     ``checkpoints`` are fractions of the number of steps: index ``round(f·(T−1))``; ``0.0``
-    gives index 0's output, i.e. the data distribution itself (index −1).
+    gives index 0's output, i.e. the data distribution itself (index −1). ``pbar``: a
+    progress bar updated once per data set and sampler.
     """
     datasets = datasets or {"mixture 2-D": mixture_2d(), "mixture 16-D": mixture_16d()}
     s = Schedule.from_name("linear", 1000).respace(space_timesteps(1000, spacing))
@@ -162,6 +170,8 @@ def chain_rows(
     for di, (dname, gm) in enumerate(datasets.items()):
         u = directions(gm.dim, n_directions, np.random.default_rng(100 + di))
         for sampler, eta in samplers:
+            if pbar is not None:
+                pbar.update(1)
             keep: dict[int, np.ndarray] = {}
 
             def grab(info: dict[str, Any], keep: dict[int, np.ndarray] = keep) -> None:
@@ -197,15 +207,23 @@ def chain_rows(
     return rows
 
 
-def run_verification(*, quick: bool = False) -> list[Row]:
-    """Run the whole suite and return its rows (``quick``: fewer cases, for tests)."""
-    if quick:
-        return (
-            moment_rows({"linear": ("ddim10",)})
-            + chain_rows(n=500, spacing="50", checkpoints=(0.5, 0.0), samplers=(("ddpm", 0.0),))
-            + score_rows(quick=True)
-        )
-    return moment_rows() + chain_rows() + score_rows()
+def run_verification(*, quick: bool = False, progress: bool | None = False) -> list[Row]:
+    """Run the whole suite and return its rows (``quick``: fewer cases, for tests).
+
+    ``progress``: a tqdm bar on stderr counting the cases as they start (True; None: only
+    when stderr is a terminal, :mod:`npddpm._progress`); the rows do not depend on it."""
+    from .._progress import bar
+
+    with bar(None, "verify", progress, unit="case") as pbar:
+        if quick:
+            rows = moment_rows({"linear": ("ddim10",)}, pbar=pbar) + chain_rows(
+                n=500, spacing="50", checkpoints=(0.5, 0.0), samplers=(("ddpm", 0.0),), pbar=pbar
+            )
+        else:
+            rows = moment_rows(pbar=pbar) + chain_rows(pbar=pbar)
+        pbar.set_postfix_str("score-based samplers")
+        pbar.update(1)
+        return rows + score_rows(quick=quick)
 
 
 LEGEND = (
