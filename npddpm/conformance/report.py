@@ -30,6 +30,17 @@ class Report:
     adapter: str
     rows: list[Row]
 
+    def __repr__(self) -> str:
+        verdict = "conforms" if self.conforms else f"{len(self.failures)} failures"
+        return (
+            f"Report({self.adapter!r}, {len(self.rows)} rows, {len(self.known)} known, "
+            f"{verdict})"
+        )
+
+    def __str__(self) -> str:
+        """The table (:meth:`table`)."""
+        return self.table()
+
     @property
     def conforms(self) -> bool:
         return all(r.verdict in ("ok", "known", "skipped") for r in self.rows)

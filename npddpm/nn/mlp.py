@@ -407,6 +407,14 @@ class MLP:
         if dx is not None:
             np.matmul(ws.dh, p["in.w"][: self.dim].T, out=dx)
 
+    def __repr__(self) -> str:
+        n = sum(int(p.size) for p in self.params.values())
+        return (
+            f"MLP(dim={self.dim}, hidden={self.hidden}, num_blocks={self.num_blocks}, "
+            f"time_embed_dim={self.time_embed_dim}, learn_sigma={self.learn_sigma}, "
+            f"dtype={np.dtype(self.dtype).name}, fused={self.fused}, params={n:,})"
+        )
+
     def __call__(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Denoiser interface: :meth:`predict` of ``x`` cast to the model's dtype."""
         return self.predict(np.asarray(x).astype(self.dtype, copy=False), t)

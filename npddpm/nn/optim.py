@@ -262,6 +262,18 @@ class Adam:
                 store[k][...] = arr
         self.step_count = as_int(state["step"], "state['step']", minimum=0)
 
+    def __repr__(self) -> str:
+        n = sum(int(p.size) for p in self.params.values())
+        dtypes = "/".join(sorted({p.dtype.name for p in self.params.values()})) or "none"
+        wd = f"weight_decay={self.weight_decay}"
+        if type(self) is Adam:
+            wd += f", decoupled={self.decoupled}"
+        return (
+            f"{type(self).__name__}(lr={self.lr}, betas={self.betas}, eps={self.eps}, {wd}, "
+            f"clip_norm={self.clip_norm}, warmup_steps={self.warmup_steps}, "
+            f"step={self.step_count}, params={n:,} in {len(self.params)} arrays, dtype={dtypes})"
+        )
+
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019); ``weight_decay=0.01``

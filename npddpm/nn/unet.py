@@ -400,6 +400,15 @@ class UNet:
         dx = np.ascontiguousarray(dh.transpose(0, 3, 1, 2)) if input_grad else None
         return dx, grads
 
+    def __repr__(self) -> str:
+        n = sum(int(p.size) for p in self.params.values())
+        return (
+            f"UNet(channels={self.channels}, base_channels={self.base_channels}, "
+            f"channel_mult={self.channel_mult}, num_res_blocks={self.num_res_blocks}, "
+            f"attention={self.attention}, heads={self.heads}, groups={self.groups}, "
+            f"learn_sigma={self.learn_sigma}, dtype={np.dtype(self.dtype).name}, params={n:,})"
+        )
+
     def __call__(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Denoiser interface: the model output for ``x`` cast to the model's dtype."""
         return self.forward(np.asarray(x).astype(self.dtype, copy=False), t)[0]
