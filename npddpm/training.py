@@ -29,15 +29,20 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ._checks import as_int, choose
 from .diffusion import LOSS_TYPES, MEAN_TYPES, VAR_TYPES, GaussianDiffusion
 from .io import load_checkpoint, remove_stale_temp_files, save_checkpoint, write_text
 from .kernels import BACKENDS
 from .schedules import Schedule
+
+if TYPE_CHECKING:
+    from .nn import MLP, UNet
+    from .typing import Denoiser
 
 __all__ = [
     "EMAWarning",
@@ -204,7 +209,9 @@ def build_diffusion(config: TrainConfig) -> GaussianDiffusion:
     )
 
 
-def build_model(config: TrainConfig, shape: tuple[int, ...], dtype=np.float32):
+def build_model(
+    config: TrainConfig, shape: tuple[int, ...], dtype: npt.DTypeLike = np.float32
+) -> MLP | UNet:
     """The denoiser for data of per-example ``shape`` ((D,) or (C, H, W))."""
     from . import nn
 
@@ -251,7 +258,8 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed)
         probe = np.asarray(self.dataset.sample(1, np.random.default_rng(0)))
         self.example_shape = tuple(probe.shape[1:])
-        self.model = build_model(config, self.example_shape)
+        # Any: forward's cache type pairs with its own model's backward, which a union loses
+        self.model: Any = build_model(config, self.example_shape)
         self.optimizer = Adam(
             self.model.params,
             lr=config.lr,
@@ -516,7 +524,9 @@ def ema_warning(header: dict[str, Any]) -> str | None:
     )
 
 
-def load_for_sampling(path: str | os.PathLike, *, ema: bool = True):
+def load_for_sampling(
+    path: str | os.PathLike[str], *, ema: bool = True
+) -> tuple[TrainConfig, GaussianDiffusion, Denoiser]:
     """Rebuild ``(config, diffusion, denoiser)`` from a training checkpoint.
 
     ``denoiser(x_t, t)`` runs the model (EMA parameters unless ``ema=False``) in its own

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -41,6 +41,8 @@ __all__ = [
 
 Array = np.ndarray
 ScoreFn = Callable[[np.ndarray], np.ndarray]
+#: ``score(x_t, t_index) -> ∇ log q(x_t)``, x_t of shape (B, ...) and t_index of shape (B,).
+IndexedScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def _step_uniform(seed: int, step: int, n: int) -> Array:
@@ -68,9 +70,7 @@ def _count(value: int, name: str, minimum: int = 0) -> int:
 # ------------------------------------------------------------------- score adapters
 
 
-def score_from_denoiser(
-    diffusion: GaussianDiffusion, denoiser: Denoiser
-) -> Callable[[Array, Array], Array]:
+def score_from_denoiser(diffusion: GaussianDiffusion, denoiser: Denoiser) -> IndexedScoreFn:
     r"""``score(x_t, t_index) = ∇ log q(x_t)`` from any denoiser of ``diffusion``.
 
     The model's x̂₀ (unclipped, from its ε, x₀, v or x_{t−1} output) gives
@@ -91,7 +91,7 @@ def score_from_denoiser(
     return score
 
 
-def eps_from_score_fn(diffusion: GaussianDiffusion, score: Callable) -> Callable:
+def eps_from_score_fn(diffusion: GaussianDiffusion, score: IndexedScoreFn) -> Denoiser:
     r"""An ε-denoiser ``(x_t, t_original) -> −√(1 − ᾱ_t)·score(x_t, t_index)`` from a score
     function of (x_t, index), for a diffusion with ``mean_type="eps"``."""
 
@@ -105,6 +105,96 @@ def eps_from_score_fn(diffusion: GaussianDiffusion, score: Callable) -> Callable
 
 
 # ------------------------------------------------------------------- Langevin / MALA
+
+#: x, then the trajectory and/or ``{"acceptance_rate": ...}`` when asked for.
+_LangevinResult = (
+    Array
+    | tuple[Array, Array]
+    | tuple[Array, dict[str, float]]
+    | tuple[Array, Array, dict[str, float]]
+)
+
+
+@overload
+def langevin(
+    score_fn: ScoreFn,
+    x0: Array,
+    *,
+    step_size: float,
+    n_steps: int,
+    seed: int = ...,
+    noise: Array | None = ...,
+    metropolis: bool = ...,
+    log_prob: Callable[[np.ndarray], np.ndarray] | None = ...,
+    callback: Callable[[dict[str, Any]], None] | None = ...,
+    return_trajectory: Literal[False] = ...,
+    return_info: Literal[False] = ...,
+    backend: BackendName | str = ...,
+) -> Array: ...
+@overload
+def langevin(
+    score_fn: ScoreFn,
+    x0: Array,
+    *,
+    step_size: float,
+    n_steps: int,
+    seed: int = ...,
+    noise: Array | None = ...,
+    metropolis: bool = ...,
+    log_prob: Callable[[np.ndarray], np.ndarray] | None = ...,
+    callback: Callable[[dict[str, Any]], None] | None = ...,
+    return_trajectory: Literal[True],
+    return_info: Literal[False] = ...,
+    backend: BackendName | str = ...,
+) -> tuple[Array, Array]: ...
+@overload
+def langevin(
+    score_fn: ScoreFn,
+    x0: Array,
+    *,
+    step_size: float,
+    n_steps: int,
+    seed: int = ...,
+    noise: Array | None = ...,
+    metropolis: bool = ...,
+    log_prob: Callable[[np.ndarray], np.ndarray] | None = ...,
+    callback: Callable[[dict[str, Any]], None] | None = ...,
+    return_trajectory: Literal[False] = ...,
+    return_info: Literal[True],
+    backend: BackendName | str = ...,
+) -> tuple[Array, dict[str, float]]: ...
+@overload
+def langevin(
+    score_fn: ScoreFn,
+    x0: Array,
+    *,
+    step_size: float,
+    n_steps: int,
+    seed: int = ...,
+    noise: Array | None = ...,
+    metropolis: bool = ...,
+    log_prob: Callable[[np.ndarray], np.ndarray] | None = ...,
+    callback: Callable[[dict[str, Any]], None] | None = ...,
+    return_trajectory: Literal[True],
+    return_info: Literal[True],
+    backend: BackendName | str = ...,
+) -> tuple[Array, Array, dict[str, float]]: ...
+@overload
+def langevin(
+    score_fn: ScoreFn,
+    x0: Array,
+    *,
+    step_size: float,
+    n_steps: int,
+    seed: int = ...,
+    noise: Array | None = ...,
+    metropolis: bool = ...,
+    log_prob: Callable[[np.ndarray], np.ndarray] | None = ...,
+    callback: Callable[[dict[str, Any]], None] | None = ...,
+    return_trajectory: bool = ...,
+    return_info: bool = ...,
+    backend: BackendName | str = ...,
+) -> _LangevinResult: ...
 
 
 def langevin(
@@ -121,7 +211,7 @@ def langevin(
     return_trajectory: bool = False,
     return_info: bool = False,
     backend: BackendName | str = "numpy",
-):
+) -> _LangevinResult:
     r"""Unadjusted Langevin (ULA) or, with ``metropolis=True``, MALA (Roberts & Tweedie 1996).
 
     x_k = x_{k−1} + (δ/2)·score(x_{k−1}) + √δ·ε_k. MALA accepts the proposal y with
@@ -244,7 +334,7 @@ def _score(score_fn: ScoreFn, x: Array) -> Array:
 def annealed_langevin(
     diffusion: GaussianDiffusion,
     denoiser: Denoiser,
-    x_T_or_shape,
+    x_T_or_shape: Array | tuple[int, ...],
     *,
     n_steps_each: int = 5,
     step_lr: float = 2e-5,
@@ -296,10 +386,57 @@ def annealed_langevin(
     return x
 
 
+@overload
 def predictor_corrector(
     diffusion: GaussianDiffusion,
     denoiser: Denoiser,
-    x_T_or_shape,
+    x_T_or_shape: Array | tuple[int, ...],
+    *,
+    n_corrector: int = ...,
+    snr: float = ...,
+    seed: int = ...,
+    clip_denoised: bool = ...,
+    per_example: bool = ...,
+    backend: BackendName | str = ...,
+    callback: Callable[[dict[str, Any]], None] | None = ...,
+    return_info: Literal[False] = ...,
+) -> Array: ...
+@overload
+def predictor_corrector(
+    diffusion: GaussianDiffusion,
+    denoiser: Denoiser,
+    x_T_or_shape: Array | tuple[int, ...],
+    *,
+    n_corrector: int = ...,
+    snr: float = ...,
+    seed: int = ...,
+    clip_denoised: bool = ...,
+    per_example: bool = ...,
+    backend: BackendName | str = ...,
+    callback: Callable[[dict[str, Any]], None] | None = ...,
+    return_info: Literal[True],
+) -> tuple[Array, dict[str, int]]: ...
+@overload
+def predictor_corrector(
+    diffusion: GaussianDiffusion,
+    denoiser: Denoiser,
+    x_T_or_shape: Array | tuple[int, ...],
+    *,
+    n_corrector: int = ...,
+    snr: float = ...,
+    seed: int = ...,
+    clip_denoised: bool = ...,
+    per_example: bool = ...,
+    backend: BackendName | str = ...,
+    callback: Callable[[dict[str, Any]], None] | None = ...,
+    return_info: bool,
+) -> Array | tuple[Array, dict[str, int]]: ...
+
+
+def predictor_corrector(
+    diffusion: GaussianDiffusion,
+    denoiser: Denoiser,
+    x_T_or_shape: Array | tuple[int, ...],
     *,
     n_corrector: int = 1,
     snr: float = 0.16,
@@ -309,7 +446,7 @@ def predictor_corrector(
     backend: BackendName | str = "numpy",
     callback: Callable[[dict[str, Any]], None] | None = None,
     return_info: bool = False,
-):
+) -> Array | tuple[Array, dict[str, int]]:
     r"""Predictor–corrector sampling (Song et al. 2021, Algorithm 2; ``score_sde``'s
     ``pc_sampler`` with ``AncestralSamplingPredictor`` and ``LangevinCorrector``).
 
