@@ -51,6 +51,20 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``npddpm`` command line; return its exit status.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after the program name; ``None`` reads ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The command's status; 2 when no command is given, 1 when a ``ValueError``,
+        ``TypeError``, ``OSError`` or ``CheckpointError`` escapes it (printed as one line on
+        stderr, re-raised when ``NPDDPM_DEBUG`` is set and not ``0``), 130 on Ctrl-C.
+    """
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

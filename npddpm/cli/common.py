@@ -22,6 +22,8 @@ def usage_error(message: str) -> NoReturn:
 
 
 def write_json_or_fail(path: str, payload: dict) -> int:
+    """Write ``payload`` to ``path`` as JSON (:func:`npddpm.io.write_json`); 0, or :func:`fail`'s 1
+    with the ``OSError``'s message when the file cannot be written."""
     from ..io import write_json
 
     try:

@@ -30,6 +30,7 @@ def _check_index(directory: str, option: str) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``vectors`` (``export DIR``) and ``conform`` subcommands to ``sub``."""
     vec = sub.add_parser("vectors", help="test vectors for other implementations")
     vsub = vec.add_subparsers(dest="vectors_command", metavar="ACTION", parser_class=type(vec))
     exp = vsub.add_parser("export", help="write the versioned vector set into DIR")
@@ -63,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``npddpm vectors`` or ``npddpm conform`` (by ``args.command``); the exit status."""
     if args.command == "vectors":
         return _vectors(args)
     return _conform(args)

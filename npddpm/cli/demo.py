@@ -9,6 +9,7 @@ from .common import fail
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``demo`` subcommand to ``sub``."""
     demo = sub.add_parser("demo", help="train, sample and evaluate on the embedded default")
     demo.add_argument("--out", default="npddpm-demo", help="output directory")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -17,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``npddpm demo`` (:func:`npddpm.demo.run_demo`): 0, or 1 on a bad argument or an
+    unwritable output directory."""
     from pathlib import Path
 
     from ..demo import run_demo

@@ -36,6 +36,7 @@ def _load_for_sampling(args: argparse.Namespace):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``sample``, ``nll`` and ``eval`` subcommands to ``sub``."""
     from ..kernels import BACKENDS
 
     sm = sub.add_parser("sample", help="sample from a training checkpoint")
@@ -93,6 +94,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``npddpm sample``, ``npddpm nll`` or ``npddpm eval`` (by ``args.command``); the exit
+    status."""
     if args.command == "sample":
         return _sample(args)
     if args.command == "nll":

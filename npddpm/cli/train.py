@@ -15,6 +15,7 @@ from .common import (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``train`` subcommand to ``sub``."""
     from ..diffusion import LOSS_TYPES, MEAN_TYPES, VAR_TYPES
     from ..kernels import BACKENDS
     from ..schedules import schedule_names
@@ -69,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``npddpm train`` (:func:`npddpm.training.train`): 0, or 1 with a one-line error."""
     from .. import data
     from ..io import CheckpointError
     from ..training import RunExistsError, TrainConfig, TrainingError, train

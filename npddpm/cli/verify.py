@@ -9,6 +9,7 @@ from .common import fail
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``verify`` subcommand to ``sub``."""
     verify = sub.add_parser(
         "verify",
         help="check the samplers against the analytic oracle (exact moments, q(x_t))",
@@ -30,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``npddpm verify`` (the verification suite): 0 when every row passes, 1 when any fails
+    or the ``--plot`` file cannot be written."""
     import time
 
     from .. import verify

@@ -73,10 +73,16 @@ class Adapter:
 
     @property
     def num_timesteps(self) -> int:
+        """T, the length of ``alphas_cumprod``."""
         return int(self.alphas_cumprod.size)
 
     # Each returns float64 arrays; None when the implementation does not offer it.
     def q_sample(self, x0: Array, t: int, noise: Array) -> Array | None:
+        """x_t from ``x0`` (B, D) at original timestep ``t`` with ``noise`` (B, D); None here.
+
+        An adapter that offers it returns the implementation's x_t = √ᾱ_t·x0 + √(1 − ᾱ_t)·noise,
+        float64 (B, D); None means the implementation does not offer it.
+        """
         return None
 
     def ddpm_step(self, model_output: Array, x_t: Array, t: int, noise: Array) -> tuple | None:
@@ -86,6 +92,12 @@ class Adapter:
     def ddim_step(
         self, model_output: Array, x_t: Array, t: int, eta: float, noise: Array
     ) -> tuple | None:
+        """One DDIM step of x_t (B, D) from original timestep ``t``; None here.
+
+        An adapter that offers it returns ``(x_prev, pred_x0 or None, noise used or None)``,
+        float64 (B, D), for ``model_output`` (x_t's shape, channels doubled for a learned
+        variance), ``eta`` and ``noise`` (B, D); None means the implementation does not offer it.
+        """
         return None
 
 
@@ -118,6 +130,8 @@ class CallablesAdapter(Adapter):
         return [np.asarray(a, dtype=self.dtype) for a in arrays]
 
     def q_sample(self, x0, t, noise):
+        """``q_sample_fn(x0, t, noise)`` on inputs cast to the adapter's dtype, as float64 (B, D);
+        None without ``q_sample_fn``."""
         if self.q_sample_fn is None:
             return None
         return np.asarray(
@@ -125,12 +139,18 @@ class CallablesAdapter(Adapter):
         )
 
     def ddpm_step(self, model_output, x_t, t, noise):
+        """``ddpm_step_fn(model_output, x_t, t, noise)`` on inputs cast to the adapter's dtype, as
+        ``(x_prev, pred_x0, noise used)`` (missing parts None) in float64; None without
+        ``ddpm_step_fn``."""
         if self.ddpm_step_fn is None:
             return None
         mo, xt, z = self._cast(model_output, x_t, noise)
         return _unpack(self.ddpm_step_fn(mo, xt, t, z))
 
     def ddim_step(self, model_output, x_t, t, eta, noise):
+        """``ddim_step_fn(model_output, x_t, t, eta, noise)`` on inputs cast to the adapter's
+        dtype, as ``(x_prev, pred_x0, noise used)`` (missing parts None) in float64; None
+        without ``ddim_step_fn``."""
         if self.ddim_step_fn is None:
             return None
         mo, xt, z = self._cast(model_output, x_t, noise)
@@ -179,6 +199,7 @@ class ImprovedDiffusionAdapter(Adapter):
         return self.to_tensor(np.full(batch, self._index[t], dtype=np.int64))
 
     def q_sample(self, x0, t, noise):
+        """``obj.q_sample(x0, index of t, noise=noise)`` in the adapter's dtype, float64 (B, D)."""
         out = self.obj.q_sample(
             self.to_tensor(x0.astype(self.dtype)),
             self._t(t, len(x0)),
@@ -191,6 +212,11 @@ class ImprovedDiffusionAdapter(Adapter):
         return lambda x, t, **kw: mo
 
     def ddpm_step(self, model_output, x_t, t, noise):
+        """``obj.p_sample`` on a model that returns ``model_output``, after ``noise_hook(noise)``.
+
+        Returns ``(sample, pred_xstart, None)`` as float64 (B, D); None without ``noise_hook``
+        (the implementation's own noise could not be matched).
+        """
         if self.noise_hook is None:
             return None
         self.noise_hook(self.to_tensor(noise.astype(self.dtype)))
@@ -207,6 +233,12 @@ class ImprovedDiffusionAdapter(Adapter):
         )
 
     def ddim_step(self, model_output, x_t, t, eta, noise):
+        """``obj.ddim_sample(..., eta=eta)`` on a model that returns ``model_output``.
+
+        ``noise_hook(noise)`` is called first when given. Returns ``(sample, pred_xstart, None)``
+        as float64 (B, D); None when ``obj`` has no ``ddim_sample``, or ``eta > 0`` without
+        ``noise_hook``.
+        """
         if not hasattr(self.obj, "ddim_sample") or (eta > 0 and self.noise_hook is None):
             return None
         if self.noise_hook is not None:
@@ -292,6 +324,7 @@ class DiffusersAdapter(Adapter):
         return self.torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
     def q_sample(self, x0, t, noise):
+        """``scheduler.add_noise(x0, noise, t)`` in ``sample_dtype``, as float64 (B, D)."""
         ts = self.torch.full((len(x0),), t, dtype=self.torch.long)
         # add_noise computes in the samples' dtype (float16: huggingface/diffusers PR #3005)
         dt = self.sample_dtype
@@ -300,6 +333,12 @@ class DiffusersAdapter(Adapter):
         return self.sched.add_noise(x0_t, z_t, ts).float().numpy().astype(np.float64)
 
     def ddpm_step(self, model_output, x_t, t, noise):
+        """``DDPMScheduler.step`` with a seeded ``torch.Generator``; None for a DDIM scheduler.
+
+        ``noise`` is ignored: the generator is seeded from hash((t, x_t.shape)) and the same draw,
+        ``torch.randn(x_t.shape)`` float32, is returned as the noise used. Returns
+        ``(prev_sample, pred_original_sample, noise used)``, float64 arrays of x_t's shape.
+        """
         if self.kind != "ddpm":
             return None
         seed = int(abs(hash((t, x_t.shape))) % 2**31)
@@ -314,6 +353,10 @@ class DiffusersAdapter(Adapter):
         )
 
     def ddim_step(self, model_output, x_t, t, eta, noise):
+        """``DDIMScheduler.step(..., eta=eta, variance_noise=noise)``; None for a DDPM scheduler.
+
+        Returns ``(prev_sample, pred_original_sample, None)``, float64 arrays of x_t's shape.
+        """
         if self.kind != "ddim":
             return None
         out = self.sched.step(

@@ -41,6 +41,7 @@ class RefConfig:
 
 
 def betas_from_alphas_cumprod(ab: Array) -> Array:
+    """β_t = 1 − ᾱ_t/ᾱ_{t−1} (ᾱ_{−1} = 1) from ``ab`` = ᾱ, shape (T,), clipped to [1e-300, 1]."""
     prev = np.concatenate([[1.0], ab[:-1]])
     betas = 1.0 - ab / prev
     return np.clip(betas, 1e-300, 1.0)
@@ -77,12 +78,25 @@ class Reference:
         return mo
 
     def q_sample(self, x0, t, noise):
+        """npddpm's x_t for ``x0`` (B, D) and ``noise`` at index ``t + cfg.t_shift`` (full chain).
+
+        None when the shifted index is outside [0, T).
+        """
         i = t + self.cfg.t_shift
         if not 0 <= i < self.T:
             return None
         return self.full.q_sample(x0, np.full(len(x0), i), noise)
 
     def ddpm(self, mo, x_t, t, noise):
+        """npddpm's ``(x_prev, pred_xstart)`` for one DDPM step from original timestep ``t``.
+
+        The step is taken at position ``pos[t] + cfg.t_shift`` of the (respaced) chain, with
+        ``mo`` (the model output, v-channels negated under ``cfg.negate_output``), ``x_t`` (B, D)
+        and ``noise`` (B, D): :meth:`GaussianDiffusion.p_sample`, or mean + std·noise when
+        ``cfg.std_of_log_beta`` (std = √(log β_i), 0 at i = 0) or ``cfg.force_last_noise``
+        (std = exp(½·log variance), noise also at the last step). None when the position is out
+        of range.
+        """
         i = self.pos[t] + self.cfg.t_shift
         if not 0 <= i < self.d.num_timesteps:
             return None
@@ -99,6 +113,12 @@ class Reference:
         return out["sample"], out["pred_xstart"]
 
     def ddim(self, mo, x_t, t, eta, noise):
+        """npddpm's ``(x_prev, pred_xstart)`` for one DDIM step (``eta``, ``noise``) from ``t``.
+
+        At position ``pos[t] + cfg.t_shift`` of the chain, or, with ``cfg.ddim_prev_by_stride``,
+        from t to t − T//N (a chain of t alone when that is negative). None when the position is
+        out of range.
+        """
         i = self.pos[t] + self.cfg.t_shift
         if not 0 <= i < self.d.num_timesteps:
             return None
@@ -138,6 +158,11 @@ class Diagnosis:
     tolerance_dtype: str | None = None
 
     def apply(self, cfg: RefConfig, adapter: Adapter) -> RefConfig | None:
+        """``cfg`` with this diagnosis's change made, or None when it does not apply to ``adapter``.
+
+        None when ``profiles`` excludes the adapter's profile, for ``var_swap`` on a learned
+        variance, and for ``negate_output`` unless ``mean_type`` is ``"v"``.
+        """
         if self.profiles is not None and adapter.profile not in self.profiles:
             return None
         ch = dict(self.change)

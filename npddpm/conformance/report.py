@@ -15,6 +15,25 @@ class ConformanceError(AssertionError):
 
 @dataclass
 class Row:
+    """One compared quantity over one t-range, and its verdict.
+
+    Attributes
+    ----------
+    quantity : str
+        What was compared (e.g. ``"alphas_cumprod"``).
+    t_range : str
+        The timesteps (or schedule) it covers.
+    max_abs, max_rel : float
+        max |got − expected| and max |got − expected|/|expected| (inf when non-finite values
+        differ in place, NaN when skipped).
+    worst_ratio : float
+        max |error| / tolerance; ≤ 1 conforms.
+    verdict : str
+        ``"ok"``, ``"known"``, ``"FAIL"`` or ``"skipped"``.
+    diagnosis, source : str
+        The diagnosed cause and where it is documented (empty when none).
+    """
+
     quantity: str
     t_range: str
     max_abs: float
@@ -27,6 +46,15 @@ class Row:
 
 @dataclass
 class Report:
+    """Every :class:`Row` of one adapter's conformance check.
+
+    Attributes
+    ----------
+    adapter : str
+        The adapter's name.
+    rows : list of Row
+    """
+
     adapter: str
     rows: list[Row]
 
@@ -43,14 +71,17 @@ class Report:
 
     @property
     def conforms(self) -> bool:
+        """True when every row is ``"ok"``, ``"known"`` or ``"skipped"``."""
         return all(r.verdict in ("ok", "known", "skipped") for r in self.rows)
 
     @property
     def failures(self) -> list[Row]:
+        """The rows whose verdict is ``"FAIL"``."""
         return [r for r in self.rows if r.verdict == "FAIL"]
 
     @property
     def known(self) -> list[Row]:
+        """The rows whose verdict is ``"known"`` (documented divergences, not failures)."""
         return [r for r in self.rows if r.verdict == "known"]
 
     def faults(self) -> set[str]:
@@ -58,6 +89,9 @@ class Report:
         return {r.diagnosis for r in self.failures if r.diagnosis}
 
     def table(self) -> str:
+        """The report as text: a header, one line per row that is not ``"known"``, the known
+        divergences grouped by diagnosis and source, then ``CONFORMS`` or
+        ``DOES NOT CONFORM (n rows)``."""
         head = f"{'quantity':<24} {'t':<14} {'max abs':>10} {'max rel':>10} {'err/tol':>8}  verdict"
         lines = [f"conformance of {self.adapter}", head, "-" * len(head)]
         for r in self.rows:
