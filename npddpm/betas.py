@@ -264,6 +264,10 @@ def get_named_beta_schedule(name: str, num_diffusion_timesteps: int, **kw: Any) 
 
 
 def check_betas(betas: np.ndarray, name: str) -> None:
+    """Raise ValueError unless ``betas`` (T,) is non-empty with every β in (0, 1].
+
+    ``name`` names the array in the message, which gives the first bad element.
+    """
     if betas.size == 0:
         raise ValueError(f"{name} is empty; a schedule needs at least one step")
     bad = np.flatnonzero(~((betas > 0.0) & (betas <= 1.0)))

@@ -102,6 +102,7 @@ class Profile:
         return replace(self, name=self.name + "+", **overrides)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field of the profile as ``{name: value}``."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 

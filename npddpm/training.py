@@ -172,10 +172,12 @@ class TrainConfig:
             raise TypeError("model_options must be a dict of model keyword options")
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as a plain dict (:func:`dataclasses.asdict`), as stored in checkpoints."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """The config from :meth:`to_dict`'s dict; ValueError on unknown keys."""
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -199,6 +201,9 @@ class TrainConfig:
 
 
 def build_diffusion(config: TrainConfig) -> GaussianDiffusion:
+    """The :class:`GaussianDiffusion` of ``config``: its named schedule of ``num_timesteps``
+    steps, with its mean, variance and loss types and profile.
+    """
     schedule = Schedule.from_name(config.schedule, config.num_timesteps)
     return GaussianDiffusion(
         schedule,
@@ -306,6 +311,11 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def state_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The run's state as ``(arrays, ints)`` for a checkpoint.
+
+        ``arrays``: the model parameters (``params/<name>``) and the Adam and EMA array state
+        (``adam/<key>``, ``ema/<key>``); ``ints``: the Adam and EMA scalars (step counts) as int.
+        """
         arrays: dict[str, np.ndarray] = {f"params/{k}": v for k, v in self.model.params.items()}
         ints: dict[str, int] = {}
         for prefix, state in (

@@ -95,14 +95,30 @@ class DiffusionLike(Protocol):
     num_timesteps: int
     tables: DiffusionTables
 
-    def work_dtype(self, x: Array) -> np.dtype: ...
-    def check_t(self, t: object, batch: int) -> Array: ...
-    def split_output(self, model_output: object, x: Array) -> tuple[Array, Array | None]: ...
-    def model_timesteps(self, t: Array) -> Array: ...
-    def q_sample(self, x0: Array, t: Array, noise: Array | None = None) -> Array: ...
-    def posterior_mean(self, x0: Array, x_t: Array, t: Array, dtype: np.dtype) -> Array: ...
-    def predict_v(self, x0: Array, t: Array, eps: Array) -> Array: ...
-    def predict_eps_from_xstart(self, x_t: Array, t: Array, pred_xstart: Array) -> Array: ...
+    def work_dtype(self, x: Array) -> np.dtype:
+        """The dtype the maths runs in for ``x``: float64, or x's dtype (profile-dependent)."""
+
+    def check_t(self, t: object, batch: int) -> Array:
+        """``t`` validated as int64 indices of shape (batch,); a scalar is broadcast."""
+
+    def split_output(self, model_output: object, x: Array) -> tuple[Array, Array | None]:
+        """``(mean part, variance values or None)`` of ``model_output`` for ``x`` (B, C, ...)."""
+
+    def model_timesteps(self, t: Array) -> Array:
+        """The original timesteps of indices ``t`` (B,)."""
+
+    def q_sample(self, x0: Array, t: Array, noise: Array | None = None) -> Array:
+        """x_t = √ᾱ_t·x0 + √(1 − ᾱ_t)·noise, shape of ``x0`` (B, ...)."""
+
+    def posterior_mean(self, x0: Array, x_t: Array, t: Array, dtype: np.dtype) -> Array:
+        """coef1·x₀ + coef2·x_t, the mean of q(x_{t−1} | x_t, x₀), in ``dtype``, (B, C, ...)."""
+
+    def predict_v(self, x0: Array, t: Array, eps: Array) -> Array:
+        """v = √ᾱ_t·ε − √(1 − ᾱ_t)·x₀, shape of ``x0`` (B, ...)."""
+
+    def predict_eps_from_xstart(self, x_t: Array, t: Array, pred_xstart: Array) -> Array:
+        """ε̂ from x̂₀: (√(1/ᾱ_t)·x_t − x̂₀)/√(1/ᾱ_t − 1), shape of ``x_t`` (B, ...)."""
+
     def reverse(
         self,
         model_output: Array,
@@ -111,4 +127,5 @@ class DiffusionLike(Protocol):
         *,
         clip_denoised: bool = True,
         denoised_fn: DenoisedFn | None = None,
-    ) -> ReverseStep: ...
+    ) -> ReverseStep:
+        """The model's reverse step from ``x_t`` (B, C, ...) at indices ``t`` (B,)."""

@@ -152,6 +152,7 @@ class GaussianMixtureData(Dataset):
         return self.means[comp] + np.einsum("nij,nj->ni", self._chol[comp], z)
 
     def log_prob(self, x: object) -> np.ndarray:
+        """Exact log density log Σ_k w_k N(x; μ_k, Σ_k) at ``x`` (n, D); shape (n,)."""
         x = as_points(x, self.dim)
         out = np.empty(x.shape[0])
         k = self.weights.size
@@ -329,6 +330,12 @@ class Circles(Dataset):
         return pts + self.sigma * rng.standard_normal((n, 2))
 
     def log_prob(self, x: object) -> np.ndarray:
+        """Exact log density at ``x`` (n, 2); shape (n,).
+
+        Each circle of radius r (probability ½), uniform in angle and blurred by N(0, σ²I), has
+        density exp(−(ρ − r)²/(2σ²))·I0e(ρr/σ²)/(2πσ²) at radius ρ = ‖x‖ (I0e the exponentially
+        scaled Bessel function); the result is the log of their mean.
+        """
         x = as_points(x, 2)
         rho = np.hypot(x[:, 0], x[:, 1])
         s2 = self.sigma**2
@@ -362,6 +369,7 @@ class Checkerboard(Dataset):
         return inside & parity
 
     def log_prob(self, x: object) -> np.ndarray:
+        """Exact log density at ``x`` (n, 2): log(1/32) on the support, −inf off it; shape (n,)."""
         return np.where(self.in_support(x), -math.log(32.0), -np.inf)
 
 

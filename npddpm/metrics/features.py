@@ -54,6 +54,10 @@ class PCA:
         self.n_components = as_int(n_components, "n_components", minimum=1)
 
     def fit(self, x: object) -> PCA:
+        """Fit ``mean_``, ``components_`` and ``explained_variance_`` to ``x`` (n, ...); self.
+
+        Raises ValueError when ``n_components`` exceeds min(n, d).
+        """
         x = flatten(x)
         if self.n_components > min(x.shape):
             raise ValueError(
@@ -116,6 +120,11 @@ class LogisticRegression:
         return float(loss), np.concatenate([grad_w.ravel(), g.sum(axis=0)])
 
     def fit(self, x: object, labels: object, n_classes: int | None = None) -> LogisticRegression:
+        """Fit ``coef_`` (d, c) and ``intercept_`` (c,) to ``x`` (n, ...) and int ``labels`` (n,).
+
+        Minimises :meth:`loss_and_grad` from zero with L-BFGS-B (``max_iter`` iterations at most);
+        c = ``n_classes``, default max(labels) + 1. Returns self.
+        """
         x = flatten(x)
         y = np.asarray(labels)
         if y.shape != (x.shape[0],) or y.dtype.kind not in "iu":
