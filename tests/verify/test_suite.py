@@ -107,11 +107,11 @@ def test_table_and_quiet_output(monkeypatch, capsys):
     bad = verify.Row("chain", "d", "s", "ddpm", "fixed_small", "min p", 1e-9, 1e-5, False, "n")
     table = verify.format_table([ok, bad], seconds=1.5)
     assert "FAIL" in table and table.splitlines()[-1] == "2 checks, 1 failed, 1.5 s"
-    monkeypatch.setattr(verify, "run_verification", lambda: [ok, bad])
+    monkeypatch.setattr(verify, "run_verification", lambda **kw: [ok, bad])
     assert cli.main(["verify", "--quiet"]) == 1
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 4 and "FAIL" in out[2] and out[3].startswith("2 checks, 1 failed")
-    monkeypatch.setattr(verify, "run_verification", lambda: [ok])
+    monkeypatch.setattr(verify, "run_verification", lambda **kw: [ok])
     assert cli.main(["verify", "--quiet"]) == 0
     assert capsys.readouterr().out.startswith("1 checks, 0 failed")
 
