@@ -122,16 +122,19 @@ def save_checkpoint(
     payload = {_HEADER: np.frombuffer(blob, dtype=np.uint8), **clean}
     # ignore: the stubs type savez's keywords as arrays or the bool allow_pickle, and
     # ``payload`` cannot hold "allow_pickle" (a reserved name, rejected above)
-    _atomic_write(path, lambda f: np.savez(f, **payload))  # type: ignore[arg-type]
+    atomic_write(path, lambda f: np.savez(f, **payload))  # type: ignore[arg-type]
     return path
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write`` on a temporary file beside ``path``, fsync it and rename it into place;
     on any failure the temporary file is removed and ``path`` is left as it was.
 
     The temporary file is created by ``os.open`` with mode 0o666 (less the umask), not by
-    ``tempfile.mkstemp`` (always 0600), so the result has the permissions ``open`` gives."""
+    ``tempfile.mkstemp`` (always 0600), so the result has the permissions ``open`` gives.
+    Every file npddpm writes (checkpoints, JSON, PNGs, reports, samples) goes through here.
+    Returns ``path`` as a :class:`~pathlib.Path`."""
+    path = Path(path)
     parent = path.parent
     while True:
         tmp = str(parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
@@ -150,6 +153,7 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
 
 
 _TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.tmp$")
@@ -183,7 +187,7 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) atomically (as :func:`save_checkpoint`)."""
     path = Path(path)
     blob = text.encode()
-    _atomic_write(path, lambda f: f.write(blob))
+    atomic_write(path, lambda f: f.write(blob))
     return path
 
 
@@ -191,7 +195,7 @@ def write_json(path: str | os.PathLike, payload: Any, *, sort_keys: bool = False
     """Write ``payload`` as indented JSON, atomically (as :func:`save_checkpoint`)."""
     path = Path(path)
     blob = json.dumps(payload, indent=1, sort_keys=sort_keys).encode()
-    _atomic_write(path, lambda f: f.write(blob))
+    atomic_write(path, lambda f: f.write(blob))
     return path
 
 

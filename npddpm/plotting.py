@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .io import atomic_write
 
 __all__ = [
     "INSTALL_HINT",
@@ -79,22 +80,10 @@ def check_output(path: str | os.PathLike, *, force: bool = False) -> Path:
 def _save(fig: Any, path: str | os.PathLike) -> Path:
     """Write ``fig`` as a PNG to ``path`` atomically and close it."""
     plt = _pyplot()
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=_DPI)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=_DPI))
     finally:
         plt.close(fig)
-    return path
 
 
 # ------------------------------------------------------------------------------ the demo

@@ -104,12 +104,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    import os
-
     import numpy as np
 
     from .. import samplers
-    from ..io import CheckpointError
+    from ..io import CheckpointError, atomic_write
     from ..schedules import inference_timesteps
 
     if args.n < 1:
@@ -139,9 +137,7 @@ def _sample(args: argparse.Namespace) -> int:
             progress=False if args.quiet else None,
             **kw,
         )
-        tmp = args.out + ".tmp.npz"
-        np.savez(tmp, samples=x)
-        os.replace(tmp, args.out)
+        atomic_write(args.out, lambda f: np.savez(f, samples=x))
     except (ValueError, TypeError, CheckpointError) as exc:
         return fail(str(exc))
     except OSError as exc:

@@ -11,15 +11,14 @@ import gc
 import math
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
-from ..io import write_json
+from ..io import atomic_write, write_json
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -279,7 +278,7 @@ class BenchReport:
             ax.legend()
         fig.tight_layout()
         try:
-            _atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
+            atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
         finally:
             plt.close(fig)
         return path
@@ -296,7 +295,7 @@ class BenchReport:
             out.append(write_json(json, self.to_dict()))
         if markdown is not None:
             blob = self.markdown().encode()
-            _atomic(Path(markdown), lambda f: f.write(blob))
+            atomic_write(markdown, lambda f: f.write(blob))
             out.append(Path(markdown))
         if plot is not None:
             out.append(self.plot(plot, force=True))
@@ -333,21 +332,6 @@ def check_outputs(
     if plot:
         _pyplot()
     return out
-
-
-def _atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """``write`` into a temporary file beside ``path``, fsync, rename into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def environment() -> dict[str, Any]:
