@@ -68,6 +68,7 @@ __all__ = [
     "FASTMATH",
     "THREADING_LAYER",
     "cache_dir",
+    "code_names",
     "cpu_jit",
     "cuda_jit",
     "cuda_launch_shape",
@@ -228,7 +229,7 @@ def _stable_key(obj: Any, memo: dict[int, str]) -> str:
         parts = [f"function:{obj.__module__}.{obj.__qualname__}", _code_key(code)]
         if obj.__closure__:
             parts.append(_stable_key(tuple(c.cell_contents for c in obj.__closure__), memo))
-        for name in sorted(_code_names(code)):
+        for name in sorted(code_names(code)):
             if name in obj.__globals__:
                 parts.append(f"{name}={_stable_key(obj.__globals__[name], memo)}")
         memo[key] = hashlib.sha256("|".join(parts).encode()).hexdigest()
@@ -246,11 +247,12 @@ def _code_key(code: types.CodeType) -> str:
     return hashlib.sha256(code.co_code + "|".join(consts).encode()).hexdigest()
 
 
-def _code_names(code: types.CodeType) -> set[str]:
+def code_names(code: types.CodeType) -> set[str]:
+    """The global and attribute names ``code`` reads, nested functions' code included."""
     names = set(code.co_names)
     for c in code.co_consts:
         if isinstance(c, types.CodeType):
-            names |= _code_names(c)
+            names |= code_names(c)
     return names
 
 

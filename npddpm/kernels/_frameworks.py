@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from .._numba import code_names
+
 __all__ = ["FRAMEWORKS", "Framework", "detect", "get", "gpu_usable", "triad_probe"]
 
 #: The framework names, in the order of the table above.
@@ -219,14 +221,6 @@ def get(name: str) -> Framework:
     return Framework(name)
 
 
-def _code_names(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _code_names(const)
-    return names
-
-
 def _modules_used(fn: Any, depth: int = 2) -> set[str]:
     """The frameworks among the globals that ``fn``'s code refers to (``torch``, ``cupy``,
     ``jax``, ``numba.cuda`` modules, or objects defined in them), following the functions of
@@ -240,7 +234,7 @@ def _modules_used(fn: Any, depth: int = 2) -> set[str]:
         module = sys.modules.get(getattr(type(fn), "__module__", ""))
         values = list(vars(module).values()) if module is not None else []
     else:
-        values = [glob[n] for n in _code_names(code) if n in glob]
+        values = [glob[n] for n in code_names(code) if n in glob]
     found = set()
     for value in values:
         if isinstance(value, types.ModuleType):
