@@ -32,6 +32,8 @@ class Row:
         ``"ok"``, ``"known"``, ``"FAIL"`` or ``"skipped"``.
     diagnosis, source : str
         The diagnosed cause and where it is documented (empty when none).
+    where : str
+        Where the largest discrepancy is (e.g. ``"t=3, row 5, value 2"``; empty when none).
     """
 
     quantity: str
@@ -42,6 +44,7 @@ class Row:
     verdict: str  # "ok", "known", "FAIL", "skipped"
     diagnosis: str = ""
     source: str = ""
+    where: str = ""
 
 
 @dataclass

@@ -1,0 +1,104 @@
+r"""The tolerances of a conformance comparison, scaled by each quantity's conditioning.
+
+Every tolerance is ``k·eps`` times a first-order bound on how much the rounding of an
+implementation working in precision ``eps`` can move the quantity:
+
+* **step terms** (the step mean, x̂₀, a q_sample): the coefficients divided by 1 − ᾱ_t inherit
+  its cancellation at small t (relative error eps/(1 − ᾱ_t)) and x̂₀ amplifies x_t's rounding
+  by √(1/ᾱ_t), so ``atol = k·eps·(1 + 1/(1 − ᾱ_t) + √(1/ᾱ_t))·(Σ|a| + 1)`` over the arrays the
+  quantity is built from;
+* **the noise term** σ_t·z of a step, measured as the difference of two calls that differ
+  only in z: σ² is a product of β_t = 1 − ᾱ_t/ᾱ_prev and (1 − ᾱ_prev)/(1 − ᾱ_t), each factor
+  with relative error eps/(factor), halved by the square root, plus the rounding of the two
+  outputs themselves: ``atol = k·eps·(c_σ·σ·|Δz| + |x_a| + |x_b|)`` with
+  ``c_σ = 1 + ½(1/β_t + 1/(1 − ᾱ_t) + 1/(1 − ᾱ_prev))``;
+* **the ᾱ table**: a cumulative product of t + 1 rounded factors plus the cast of β,
+  ``rtol = 4·(t + 2)·eps``.
+
+``k`` is a safety multiplier over these first-order bounds: 16 for float32 (and lower)
+implementations, 64 for float64 (whose absolute errors are far below every fault's size, so
+the larger multiplier costs no sensitivity). With these scales a step's noise term is
+resolved to about 5 % of σ at t = 1 of the linear schedule in float32 (c_σ ≈ 2.3·10⁴), so
+"no noise at t = 1" sits at ≈ 20× the tolerance and "noise at t = 0" (σ = √β̃₁ ≈ 0.0074) at
+≈ 10³×.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["default_k", "machine_eps", "noise_tolerance", "step_tolerance", "table_tolerance"]
+
+Array = np.ndarray
+
+
+def machine_eps(dtype: Any) -> float:
+    """The machine epsilon of ``dtype`` (a NumPy float dtype or its name; bfloat16 as 2⁻⁷)."""
+    if str(dtype) == "bfloat16":
+        return 2.0**-7
+    dt = np.dtype(dtype)
+    if dt.kind != "f":
+        raise TypeError(f"dtype must be a floating dtype, got {dt}")
+    return float(np.finfo(dt).eps)
+
+
+def default_k(dtype: Any) -> float:
+    """The safety multiplier: 64 for float64 implementations, 16 otherwise."""
+    return 64.0 if machine_eps(dtype) <= np.finfo(np.float64).eps else 16.0
+
+
+def step_tolerance(ab: float, *arrays: Array, dtype: Any, k: float | None = None) -> Array:
+    r"""``k·eps·(1 + 1/(1 − ᾱ) + √(1/ᾱ))·(Σ|a| + 1)``, elementwise over ``arrays``.
+
+    Parameters
+    ----------
+    ab : float
+        ᾱ_t of the step (or of the q_sample).
+    *arrays : ndarray
+        The inputs the quantity is built from (broadcast together).
+    dtype
+        The implementation's working precision.
+    k : float, optional
+        Safety multiplier (default :func:`default_k`).
+    """
+    k = default_k(dtype) if k is None else k
+    cond = 1.0 + 1.0 / max(1.0 - ab, 1e-300) + np.sqrt(1.0 / max(ab, 1e-300))
+    mag = sum((np.abs(a) for a in arrays), np.zeros(())) + 1.0
+    return k * machine_eps(dtype) * cond * mag
+
+
+def noise_tolerance(
+    ab: float,
+    ab_prev: float,
+    sigma: float,
+    dz: Array,
+    *outputs: Array,
+    dtype: Any,
+    k: float | None = None,
+) -> Array:
+    r"""``k·eps·(c_σ·σ·|Δz| + Σ|x|)`` for the noise term σ·Δz of a step (see the module).
+
+    Parameters
+    ----------
+    ab, ab_prev : float
+        ᾱ_t and ᾱ of the step's target (1 at the last step).
+    sigma : float
+        The reference σ of the step.
+    dz : ndarray
+        The difference of the two noises.
+    *outputs : ndarray
+        The two outputs whose difference is compared.
+    """
+    k = default_k(dtype) if k is None else k
+    beta = 1.0 - ab / ab_prev if ab_prev > 0 else 1.0
+    inv = [1.0 / max(v, 1e-300) for v in (beta, 1.0 - ab, 1.0 - ab_prev) if v > 0]
+    c_sigma = 1.0 + 0.5 * sum(inv)
+    mag = sum((np.abs(x) for x in outputs), np.zeros(()))
+    return k * machine_eps(dtype) * (c_sigma * abs(sigma) * np.abs(dz) + mag)
+
+
+def table_tolerance(t: Array, dtype: Any) -> Array:
+    """The relative tolerance ``4·(t + 2)·eps`` of ᾱ_t computed as a cumulative product."""
+    return 4.0 * (np.asarray(t, dtype=np.float64) + 2.0) * machine_eps(dtype)
