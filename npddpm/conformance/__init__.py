@@ -6,9 +6,10 @@ See :func:`check`, the adapters in :mod:`npddpm.conformance.adapters`, and the t
 :mod:`npddpm.conformance.vectors`.
 """
 
-from .adapters import Adapter, CallablesAdapter, DiffusersAdapter, ImprovedDiffusionAdapter
+from .adapters import Adapter, CallablesAdapter, ImprovedDiffusionAdapter
 from .checker import assert_conforms, check
 from .diagnoses import DIAGNOSES, Diagnosis
+from .diffusers_adapter import DiffusersAdapter
 from .report import ConformanceError, Report, Row
 
 __all__ = [

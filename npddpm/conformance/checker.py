@@ -1,76 +1,104 @@
-r"""Compare another implementation with npddpm, quantity by quantity and t-range by t-range,
-and explain every mismatch: a documented divergence (with its source) or a named fault.
+r"""Compare another implementation with npddpm, quantity by quantity and timestep by
+timestep, and give every mismatch an earned verdict.
 
 Method:
 
 * The implementation's own ᾱ (upcast to float64) is injected into npddpm, so errors in its
-  schedule construction do not mask errors in its step maths; the schedule table is checked
-  separately against npddpm's construction of the schedule it claims to use.
-* Step tolerances scale with the conditioning of each quantity:
-  ``atol = k·eps·(1 + 1/(1 − ᾱ_t) + √(1/ᾱ_t))·(|x_t| + |model_output| + 1)``, where eps is
-  the implementation's machine epsilon (float32 or float64): x̂₀ amplifies errors by √(1/ᾱ)
-  and every coefficient divided by 1 − ᾱ inherits its cancellation at small t.
-* A failing row is re-checked under each diagnosis (a one-option change of the reference,
-  alone and then in pairs among the known divergences); the first that makes it conform
-  names the row.
+  schedule construction do not mask errors in its step maths; the ᾱ table is checked
+  separately, at every t, against npddpm's construction of the schedule it claims.
+* ``q_sample`` is checked at every t of the table.
+* Each term of a step is checked at its own scale (:mod:`npddpm.conformance.tolerances`):
+  the **mean** (a call with noise 0; or, for an implementation that draws its own noise,
+  the whole step with the reported draw), the **noise term** (two calls that differ only in
+  the noise: their difference must be σ_t·Δz, so a fault the size of one step's noise is
+  visible in float32 at every t, t = 0 and 1 included) and **x̂₀** where it is exposed.
+  The steps are checked at every entry of a chain of at most 100 steps, else at the first
+  and last 4 entries and 24 spread evenly between (``steps="all"`` for every entry).
+* Every row carries its worst ratio error/tolerance; a row conforms at ≤ 1.
+* A failing row is re-checked under each diagnosis in scope; the naming rule (scope, no
+  widened tolerance, discrimination, choice) is stated in :mod:`npddpm.conformance.diagnoses`.
+  A row no diagnosis explains is ``"unexplained"``: it does not conform.
+* An exception raised by the implementation is a failing row (what raised, where); the
+  report still comes back. :func:`check` raises only for misuse of npddpm itself.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
-from typing import cast
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
-from ..schedules import Schedule, get_named_beta_schedule, schedule_names
+from ..betas import rescale_zero_terminal_snr
+from ..schedules import get_named_beta_schedule
 from .adapters import Adapter
-from .diagnoses import DIAGNOSES, RefConfig, Reference
+from .diagnoses import DIAGNOSES, Diagnosis, diagnose_schedule
+from .reference import RefConfig, Reference
 from .report import ConformanceError, Report, Row
+from .tolerances import default_k, machine_eps, noise_tolerance, step_tolerance, table_tolerance
 
 __all__ = ["assert_conforms", "check"]
 
 Array = np.ndarray
+_MAX_ALL_STEPS = 100  # chains up to this length are checked at every entry by default
 
 
-# --------------------------------------------------------------------------- checking
-
-
-def _tolerance(adapter: Adapter, ab: float, *arrays: Array, k: float) -> Array:
-    eps = float(np.finfo(np.dtype(adapter.dtype)).eps)
-    cond = 1.0 + 1.0 / max(1.0 - ab, 1e-300) + np.sqrt(1.0 / max(ab, 1e-300))
-    mag = sum(np.abs(a) for a in arrays) + 1.0
-    return k * eps * cond * mag
+@dataclass
+class _Result:
+    quantity: str
+    t: int
+    label: int
+    max_abs: float
+    max_rel: float
+    ratio: float
+    verdict: str
+    diagnosis: str = ""
+    source: str = ""
+    where: str = ""
 
 
 def _compare(
-    expected: Array, got: Array, tol: Array, all_nonfinite_ok: bool = False
-) -> tuple[float, float, float, bool]:
+    expected: Array, got: Array, tol: Array, nonfinite_ok: bool = False
+) -> tuple[float, float, float, bool, tuple[int, ...]]:
+    """(max abs, max rel, worst err/tol, conforms, index of the worst element)."""
+    got = np.asarray(got, dtype=np.float64)
+    expected = np.broadcast_to(np.asarray(expected, dtype=np.float64), got.shape)
+    tol = np.broadcast_to(tol, got.shape)
     fin_g, fin_e = np.isfinite(got), np.isfinite(expected)
     if np.any(fin_g != fin_e):
-        return np.inf, np.inf, np.inf, False
-    if not np.all(fin_g):  # non-finite in the same places on both sides: compare the rest
-        if not np.any(fin_g):  # nothing left to compare: evidence only for a NaN diagnosis
-            return np.inf, np.inf, np.inf, all_nonfinite_ok
-        expected, got, tol = expected[fin_g], got[fin_g], np.broadcast_to(tol, fin_g.shape)[fin_g]
-    err = np.abs(got - expected)
-    rel = err / np.maximum(np.abs(expected), 1e-300)
-    ratio = float(np.max(err / tol))
-    return float(err.max()), float(rel.max()), ratio, ratio <= 1.0
+        where = np.unravel_index(int(np.argmax(fin_g != fin_e)), got.shape)
+        return np.inf, np.inf, np.inf, False, tuple(int(v) for v in cast(Any, where))
+    if not np.any(fin_g):  # nothing finite: evidence only for a NaN diagnosis
+        return np.inf, np.inf, np.inf, nonfinite_ok, (0,) * got.ndim
+    err = np.where(fin_g, np.abs(got - expected), 0.0)
+    ratio = err / tol
+    i = int(np.argmax(ratio))
+    rel = err / np.maximum(np.abs(expected), tol)  # tol: no 1e300 where expected is 0
+    worst = float(ratio.flat[i])
+    at = tuple(int(v) for v in cast(Any, np.unravel_index(i, got.shape)))
+    return float(err.max()), float(rel[fin_g].max()), worst, worst <= 1.0, at
 
 
-def _t_label(t: int, T: int) -> str:
-    return f"t={t}"
+def _pick(chain: list[int], steps: str | Sequence[int]) -> list[int]:
+    """The chain entries whose steps are checked, in chain order."""
+    if not isinstance(steps, str):
+        wanted = {int(t) for t in steps}
+        missing = wanted - set(chain)
+        if missing:
+            raise ValueError(f"steps: {sorted(missing)[:5]} are not in the adapter's chain")
+        return [t for t in chain if t in wanted]
+    if steps not in ("default", "all"):
+        raise ValueError(f"steps must be 'default', 'all' or a list of timesteps, got {steps!r}")
+    n = len(chain)
+    if steps == "all" or n <= _MAX_ALL_STEPS:
+        return list(chain)
+    idx = set(range(4)) | set(range(n - 4, n)) | set(np.linspace(4, n - 5, 24).astype(int).tolist())
+    return [chain[i] for i in sorted(idx)]
 
 
-def _pick(chain: list[int]) -> list[int]:
-    """The chain entries to test: both ends and the middle (0, 1, 2, T/2, T−2, T−1)."""
-    asc = sorted(chain)
-    idx = sorted({0, 1, 2, len(asc) // 2, len(asc) - 2, len(asc) - 1} & set(range(len(asc))))
-    return [asc[i] for i in idx]
-
-
-def _inputs(adapter: Adapter, rng: np.random.Generator, B: int, D: int):
+def _inputs(adapter: Adapter, rng: np.random.Generator, B: int, D: int) -> tuple[Array, ...]:
     x0 = rng.uniform(-1, 1, (B, D))
     noise = rng.standard_normal((B, D))
     mean = rng.standard_normal((B, D))
@@ -94,9 +122,10 @@ def check(
     *,
     etas: Sequence[float] = (0.0, 0.5, 1.0),
     seed: int = 0,
-    batch: int = 64,
-    dim: int = 4,
+    batch: int = 32,
+    dim: int | None = None,
     k: float | None = None,
+    steps: str | Sequence[int] = "default",
 ) -> Report:
     """Compare ``adapter`` with npddpm and return a :class:`Report`.
 
@@ -111,10 +140,14 @@ def check(
         DDIM η values to test.
     seed : int
         Seed of the inputs (x₀, noise, model outputs).
-    batch, dim : int
-        Rows and values per row of the inputs.
+    batch : int
+        Rows of the inputs.
+    dim : int, optional
+        Values per row (default: the size of the adapter's ``sample_shape``, else 4).
     k : float, optional
-        Tolerance multiplier (default 16 for float32 implementations, 64 for float64).
+        Tolerance multiplier (default :func:`npddpm.conformance.tolerances.default_k`).
+    steps : "default", "all" or sequence of int
+        The chain entries whose steps are checked (see the module docstring).
     """
     if not isinstance(adapter, Adapter):
         raise TypeError(
@@ -122,211 +155,344 @@ def check(
             "wrap the implementation in one (DiffusersAdapter, ImprovedDiffusionAdapter, "
             "CallablesAdapter or a subclass of Adapter)"
         )
+    shape_d = None if adapter.sample_shape is None else int(np.prod(adapter.sample_shape))
+    if dim is None:
+        dim = shape_d or 4
+    elif shape_d is not None and dim != shape_d:
+        raise ValueError(
+            f"dim={dim} disagrees with the adapter's sample_shape {adapter.sample_shape}"
+        )
+    if int(batch) < 2 or int(dim) < 1:
+        raise ValueError(f"batch must be >= 2 and dim >= 1, got batch={batch}, dim={dim}")
     with np.errstate(all="ignore"):
-        return _check(adapter, etas=etas, seed=seed, batch=batch, dim=dim, k=k)
+        return _Checker(adapter, etas, seed, int(batch), int(dim), k, steps).run()
 
 
-def _check(
-    adapter: Adapter,
-    *,
-    etas: Sequence[float],
-    seed: int,
-    batch: int,
-    dim: int,
-    k: float | None,
-) -> Report:
-    k = k if k is not None else (16.0 if np.dtype(adapter.dtype) == np.float32 else 64.0)
-    base = RefConfig(
-        mean_type=adapter.mean_type, var_type=adapter.var_type, clip=adapter.clip_denoised
-    )
-    rows: list[Row] = []
-    rows += _check_schedule(adapter)
-    rng = np.random.default_rng(seed)
-    ab_all = np.asarray(adapter.alphas_cumprod, dtype=np.float64)
-    ref0 = Reference(adapter, base)
-    if not ref0.ok:
-        f16 = np.array_equal(ab_all, ab_all.astype(np.float16).astype(np.float64))
-        why = "ᾱ cast to float16" if f16 else "ᾱ is not strictly decreasing in [0, 1)"
-        rows.append(
-            Row(
-                "alphas_cumprod",
-                "all",
-                np.inf,
-                np.inf,
-                np.inf,
-                "FAIL",
-                why,
-                "huggingface/diffusers PR #3005" if f16 else "",
-            )
+class _Checker:
+    def __init__(self, adapter, etas, seed, batch, dim, k, steps) -> None:
+        self.ad = adapter
+        self.etas = [float(e) for e in etas]
+        self.rng = np.random.default_rng(seed)
+        self.B, self.D = batch, dim
+        self.k = default_k(adapter.dtype) if k is None else float(k)
+        self.steps = steps
+        self.base = RefConfig(
+            mean_type=adapter.mean_type,
+            var_type=adapter.var_type,
+            clip=bool(adapter.clip_denoised),
+            clip_range=float(adapter.clip_range),
+            threshold=adapter.thresholding,
+            final_alpha=adapter.final_alpha,
         )
-        return Report(adapter.name, rows)
-    cases = []
-    for t in _pick(cast(list[int], adapter.timesteps)):  # a list after Adapter.__post_init__
-        x0, noise, mo = _inputs(adapter, rng, batch, dim)
-        x_t = ref0.q_sample(x0, t, noise)
-        cases.append((t, x0, noise, mo, x_t))
+        self.refs: dict[RefConfig, Reference] = {}
+        self.results: list[_Result] = []
+        self.dtype = np.dtype(adapter.dtype).name
+        self.q_dtype = np.dtype(adapter.q_dtype or adapter.dtype).name
 
-    def run(quantity, t, compute_ref, got, mags):
-        if got is None:
-            return
-        ab = ab_all[t]
-        tol = _tolerance(adapter, ab, *mags, k=k)
-        exp = compute_ref(ref0)
-        row = _row(quantity, _t_label(t, adapter.num_timesteps), exp, got, tol)
-        if row.verdict == "FAIL":
-            _diagnose(row, adapter, base, compute_ref, got, tol)
-        rows.append(row)
+    def ref(self, cfg: RefConfig) -> Reference:
+        if cfg not in self.refs:
+            ad = self.ad
+            self.refs[cfg] = Reference(ad.alphas_cumprod, cast(list[int], ad.timesteps), cfg)
+        return self.refs[cfg]
 
-    for t, x0, noise, _mo, _xt in cases:
-        got = adapter.q_sample(x0, t, noise)
-        run(
-            "q_sample",
-            t,
-            lambda r, x0=x0, t=t, noise=noise: r.q_sample(x0, t, noise),
-            got,
-            (x0, noise),
-        )
-    for t, _x0, noise, mo, x_t in cases:
-        res = adapter.ddpm_step(mo, x_t, t, noise)
-        if res is None:
-            continue
-        x_prev, pred, used = res
-        z = noise if used is None else used
-        run(
-            "ddpm_step",
-            t,
-            lambda r, mo=mo, x_t=x_t, t=t, z=z: _first(r.ddpm(mo, x_t, t, z)),
-            x_prev,
-            (x_t, mo[:, :dim]),
-        )
-        if pred is not None:
-            run(
-                "ddpm_pred_xstart",
-                t,
-                lambda r, mo=mo, x_t=x_t, t=t, z=z: _second(r.ddpm(mo, x_t, t, z)),
-                pred,
-                (x_t, mo[:, :dim]),
-            )
-    for eta in etas:
-        for t, _x0, noise, mo, x_t in cases:
-            res = adapter.ddim_step(mo, x_t, t, eta, noise)
-            if res is None:
-                continue
-            x_prev, pred, used = res
-            z = noise if used is None else used
-            run(
-                f"ddim_step(eta={eta:g})",
-                t,
-                lambda r, mo=mo, x_t=x_t, t=t, z=z, eta=eta: _first(r.ddim(mo, x_t, t, eta, z)),
-                x_prev,
-                (x_t, mo[:, :dim]),
-            )
-    return Report(adapter.name, rows)
+    # ------------------------------------------------------------------ running
 
+    def run(self) -> Report:
+        ad = self.ad
+        rows: list[Row] = [Row(q, "all", np.inf, np.inf, np.inf, "FAIL", d) for q, d in ad.findings]
+        rows += [
+            Row(q, "all", np.nan, np.nan, np.nan, "skipped", f"not checked: {why}")
+            for q, why in ad.skipped.items()
+        ]
+        rows += self.schedule_rows()
+        ref0 = self.ref(self.base)
+        if not ref0.ok:
+            ab = np.asarray(ad.alphas_cumprod, dtype=np.float64)
+            f16 = np.array_equal(ab, ab.astype(np.float16).astype(np.float64))
+            why = "ᾱ cast to float16" if f16 else "ᾱ is not strictly decreasing in [0, 1)"
+            rows.append(Row("alphas_cumprod", "all", np.inf, np.inf, np.inf, "FAIL", why))
+            return Report(ad.name, rows)
+        chain = cast(list[int], ad.timesteps)
+        picked = _pick(chain, self.steps)
+        self.check_q_sample()
+        self.check_steps(picked)
+        rows += _group(self.results, ad.num_timesteps)
+        notes = [
+            f"q_sample at all {ad.num_timesteps} t; steps at {len(picked)} of the chain's "
+            f"{len(chain)} entries; {self.B}×{self.D} inputs; tolerance k = {self.k:g} × eps "
+            f"of {self.dtype}"
+        ]
+        return Report(ad.name, rows, notes=notes)
 
-def _first(pair):
-    return None if pair is None else pair[0]
-
-
-def _second(pair):
-    return None if pair is None else pair[1]
-
-
-def _row(quantity: str, label: str, expected, got: Array, tol: Array) -> Row:
-    if expected is None:
-        return Row(quantity, label, np.nan, np.nan, np.nan, "skipped")
-    a, r, ratio, ok = _compare(expected, got, tol)
-    return Row(quantity, label, a, r, ratio, "ok" if ok else "FAIL")
-
-
-def _diagnose(row: Row, adapter: Adapter, base: RefConfig, compute_ref, got, tol) -> None:
-    def conforms(diags) -> bool:
-        with np.errstate(all="ignore"):
-            return _conforms(diags)
-
-    def _conforms(diags) -> bool:
-        cfg = base
-        for dg in diags:
-            cfg = dg.apply(cfg, adapter)
-            if cfg is None:
-                return False
+    def call(self, quantity: str, t: int, fn: Callable, *args: Any) -> tuple[Any, bool]:
+        """``fn(*args)``; an exception becomes a failing result of ``quantity`` at ``t``."""
         try:
-            ref = Reference(adapter, cfg)
-            if not ref.ok:
-                return False
-            exp = compute_ref(ref)
-        except (ValueError, KeyError, ZeroDivisionError, FloatingPointError):
-            return False
-        if exp is None:
-            return False
-        nan_ok = any(dg.change.get("std_of_log_beta") for dg in diags)
-        t = tol
-        for dg in diags:
-            if dg.tolerance_dtype is not None:
-                t = tol * (np.finfo(dg.tolerance_dtype).eps / np.finfo(adapter.dtype).eps)
-        with np.errstate(all="ignore"):
-            return _compare(exp, got, t, all_nonfinite_ok=nan_ok)[3]
+            return fn(*args), True
+        except Exception as exc:  # the implementation under test raised: a finding
+            msg = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:160]
+            self.results.append(
+                _Result(
+                    quantity,
+                    t,
+                    self.ad.label(t),
+                    np.inf,
+                    np.inf,
+                    np.inf,
+                    "FAIL",
+                    f"raised {msg}",
+                    "",
+                    f"in {getattr(fn, '__name__', 'the call')} at t={t}",
+                )
+            )
+            return None, False
 
-    known = [dg for dg in DIAGNOSES if dg.kind == "known"]
-    for group in ([(dg,) for dg in DIAGNOSES], itertools.combinations(known, 2)):
-        for diags in group:
-            if conforms(diags):
-                row.diagnosis = " + ".join(dg.name for dg in diags)
-                row.source = "; ".join(dg.source for dg in diags)
-                if all(dg.kind == "known" for dg in diags):
-                    row.verdict = "known"
+    def compare(
+        self,
+        quantity: str,
+        t: int,
+        compute: Callable[[Reference], Array | None],
+        got: Array,
+        tol: Array,
+        dtype: str,
+    ) -> None:
+        expected = compute(self.ref(self.base))
+        if expected is None:
+            return
+        a, r, ratio, ok, where = _compare(expected, got, tol)
+        res = _Result(quantity, t, self.ad.label(t), a, r, ratio, "ok" if ok else "FAIL")
+        res.where = _where(t, self.ad.label(t), where)
+        if not ok:
+            self.diagnose(res, quantity.split("(")[0], compute, got, tol, expected, dtype)
+        self.results.append(res)
+
+    # ------------------------------------------------------------------ quantities
+
+    def schedule_rows(self) -> list[Row]:
+        ad = self.ad
+        if ad.schedule is None:
+            return []
+        name, kw = ad.schedule
+        kw = dict(kw)
+        got = np.asarray(ad.alphas_cumprod, dtype=np.float64)
+        T_full = int(kw.pop("T", ad.num_timesteps if ad.labels is None else max(ad.labels) + 1))
+        betas = get_named_beta_schedule(name, T_full, **kw)
+        if ad.rescale_zero_snr:
+            betas = rescale_zero_terminal_snr(betas)
+        ref = np.cumprod(1.0 - betas)
+        t = np.arange(T_full)
+        if ad.labels is not None:
+            ref, t = ref[list(ad.labels)], np.asarray(ad.labels)
+        tol = table_tolerance(t, ad.dtype) * np.maximum(ref, 1e-300)
+        # ᾱ_{T−1} = 0 exactly under the zero-SNR rescale: allow the float32 floor there
+        tol = np.maximum(tol, machine_eps(ad.dtype) * 4 * (ref == 0))
+        err = np.abs(got - ref)
+        ratio = err / np.maximum(tol, 1e-300)
+        i = int(np.argmax(ratio))
+        worst = float(ratio[i])
+        label = f"{name}{' (zero SNR)' if ad.rescale_zero_snr else ''}, T={T_full}"
+        row = Row(
+            "alphas_cumprod",
+            label,
+            float(err.max()),
+            float(np.max(err / np.maximum(ref, 1e-300))),
+            worst,
+            "ok" if worst <= 1 else "FAIL",
+            where=f"t={int(t[i])}",
+        )
+        if row.verdict == "FAIL":
+            row.diagnosis = (
+                diagnose_schedule(got, name, kw, ad.dtype, rescale_zero_snr=ad.rescale_zero_snr)
+                if ad.labels is None
+                else "unexplained"
+            )
+        return [row]
+
+    def check_q_sample(self) -> None:
+        ad = self.ad
+        if "q_sample" in ad.skipped:
+            return
+        B = min(self.B, 8)
+        for t in range(ad.num_timesteps):
+            x0 = self.rng.uniform(-1, 1, (B, self.D))
+            z = self.rng.standard_normal((B, self.D))
+            got, ok = self.call("q_sample", t, ad.q_sample, x0, t, z)
+            if not ok or got is None:
+                if got is None and ok:
+                    ad.skipped["q_sample"] = "the adapter returned None"
+                    return
+                continue
+            ab = float(ad.alphas_cumprod[t])
+            tol = step_tolerance(ab, x0, z, dtype=self.q_dtype, k=self.k)
+            self.compare(
+                "q_sample",
+                t,
+                cast(Callable[[Reference], Any], lambda r, x0=x0, t=t, z=z: r.q_sample(x0, t, z)),
+                got,
+                tol,
+                self.q_dtype,
+            )
+
+    def check_steps(self, picked: list[int]) -> None:
+        ad = self.ad
+        ref0 = self.ref(self.base)
+        plans: list[tuple[str, float | None]] = []
+        if "ddpm" not in ad.skipped:
+            plans.append(("ddpm", None))
+        if "ddim" not in ad.skipped:
+            plans += [("ddim", eta) for eta in self.etas]
+        for kind, eta in plans:
+            for t in picked:
+                x0, z, mo = _inputs(ad, self.rng, self.B, self.D)
+                x_t = ref0.q_sample(x0, t, self.rng.standard_normal((self.B, self.D)))
+                if not self.check_step(kind, eta, t, mo, x_t, z, ref0):
+                    break  # the adapter does not offer this step
+
+    def check_step(self, kind, eta, t, mo, x_t, z, ref0) -> bool:
+        ad = self.ad
+        suffix = "" if eta is None else f"(eta={eta:g})"
+        q = lambda name: f"{kind}.{name}{suffix}"  # noqa: E731
+        fn = ad.ddpm_step if kind == "ddpm" else ad.ddim_step
+        args = (
+            (lambda noise: (mo, x_t, t, noise))
+            if kind == "ddpm"
+            else (lambda noise: (mo, x_t, t, eta, noise))
+        )
+        zero = np.zeros_like(z)
+        res_a, ok_a = self.call(q("mean"), t, fn, *args(z))
+        if ok_a and res_a is None:
+            ad.skipped[kind if eta is None else f"ddim(eta={eta:g})"] = "the adapter returned None"
+            return False
+        res_b, ok_b = self.call(q("mean"), t, fn, *args(zero)) if ok_a else (None, False)
+        if not (ok_a and ok_b):
+            return True
+        xa, pa, ua = cast(tuple, res_a)
+        xb, _, ub = cast(tuple, res_b)
+        ua = z if ua is None else ua
+        ub = zero if ub is None else ub
+
+        def step(r: Reference, noise: Array) -> tuple[Array, Array] | None:
+            return r.ddpm(mo, x_t, t, noise) if kind == "ddpm" else r.ddim(mo, x_t, t, eta, noise)
+
+        def first(r: Reference, noise: Array) -> Array | None:
+            out = step(r, noise)
+            return None if out is None else out[0]
+
+        ab = float(ad.alphas_cumprod[t])
+        mo_mean = mo[:, : self.D]
+        if not np.any(ub):  # the mean alone (noise 0)
+            tol = step_tolerance(ab, x_t, mo_mean, dtype=self.dtype, k=self.k)
+            self.compare(q("mean"), t, lambda r: first(r, ub), xb, tol, self.dtype)
+        else:  # an implementation that draws its own noise: the whole step, noise included
+            tol = step_tolerance(ab, x_t, mo_mean, ua, dtype=self.dtype, k=self.k)
+            self.compare(q("step"), t, lambda r: first(r, ua), xa, tol, self.dtype)
+
+        def noise_term(r: Reference) -> Array | None:
+            a, b = first(r, ua), first(r, ub)
+            return None if a is None or b is None else a - b
+
+        du = ua - ub
+        d_ref = noise_term(ref0)
+        if d_ref is not None:
+            sigma = float(np.linalg.norm(np.nan_to_num(d_ref))) / max(
+                float(np.linalg.norm(du)), 1e-300
+            )
+            tol = noise_tolerance(
+                ab, ref0.alpha_prev(t), sigma, ua, ub, xa, xb, dtype=self.dtype, k=self.k
+            )
+            self.compare(q("noise"), t, noise_term, xa - xb, tol, self.dtype)
+        if pa is not None:
+            tol = step_tolerance(ab, x_t, mo_mean, dtype=self.dtype, k=self.k)
+
+            def x0(r: Reference) -> Array | None:
+                out = step(r, ua)
+                return None if out is None else out[1]
+
+            self.compare(f"{kind}.x0{suffix}", t, x0, pa, tol, self.dtype)
+        return True
+
+    # ------------------------------------------------------------------ diagnosis
+
+    def diagnose(self, res, quantity, compute, got, tol, expected, dtype) -> None:
+        """Name ``res`` by the rule of :mod:`npddpm.conformance.diagnoses`."""
+        ad = self.ad
+        scoped = [dg for dg in DIAGNOSES if dg.in_scope(quantity, ad.profile, dtype)]
+
+        def residual(diags: tuple[Diagnosis, ...]) -> float | None:
+            cfg: RefConfig | None = self.base
+            for dg in diags:
+                cfg = dg.apply(cfg) if cfg is not None else None
+            if cfg is None:
+                return None
+            try:
+                ref = self.ref(cfg)
+                exp = compute(ref) if ref.ok else None
+            except (ValueError, KeyError, ZeroDivisionError, FloatingPointError, IndexError):
+                return None
+            if exp is None:
+                return None
+            t_ = tol
+            for dg in diags:
+                if dg.tolerance_dtype is not None:
+                    t_ = tol * (machine_eps(dg.tolerance_dtype) / machine_eps(dtype))
+            nan_ok = any(dg.change.get("std_of_log_beta") for dg in diags)
+            _, _, ratio, ok, _ = _compare(exp, got, t_, nonfinite_ok=nan_ok)
+            return (ratio if np.isfinite(ratio) else 0.0) if ok else None
+
+        singles = [(r, dg) for dg in scoped if (r := residual((dg,))) is not None]
+        if singles:
+            _, best = min(singles, key=lambda p: p[0])
+            _name(res, (best,))
+            return
+        known = [dg for dg in scoped if dg.kind == "known"]
+        pairs = itertools.chain(
+            itertools.combinations(known, 2),
+            ((a, b) for a in known for b in scoped if b.kind == "fault"),
+        )
+        for pair in pairs:
+            if residual(pair) is not None:
+                _name(res, pair)
                 return
-    row.diagnosis = "unexplained"
+        res.diagnosis = "unexplained"
 
 
-def _check_schedule(adapter: Adapter) -> list[Row]:
-    if adapter.schedule is None:
-        return []
-    name, kw = adapter.schedule
-    T = adapter.num_timesteps
-    got = np.asarray(adapter.alphas_cumprod, dtype=np.float64)
-    eps = float(np.finfo(np.dtype(adapter.dtype)).eps)
-    t = np.arange(T)
-    tol_rel = 4 * (t + 2) * eps  # a cumprod of t+1 factors plus the cast of β
+def _name(res: _Result, diags: tuple[Diagnosis, ...]) -> None:
+    res.diagnosis = " + ".join(dg.name for dg in diags)
+    res.source = "; ".join(dg.source for dg in diags)
+    if all(dg.kind == "known" for dg in diags):
+        res.verdict = "known"
 
-    def agree(ref_ab):
-        return np.all(np.abs(got - ref_ab) <= tol_rel * ref_ab)
 
-    ref = Schedule(get_named_beta_schedule(name, T, **kw)).alphas_cumprod
-    err = np.abs(got - ref)
-    ratio = float(np.max(err / (tol_rel * ref)))
-    row = Row(
-        "alphas_cumprod",
-        f"{name}, T={T}",
-        float(err.max()),
-        float(np.max(err / ref)),
-        ratio,
-        "ok" if ratio <= 1 else "FAIL",
-    )
-    if row.verdict == "FAIL":
-        if agree(ref.astype(np.float16).astype(np.float64)):
-            row.diagnosis = "ᾱ cast to float16"
-        else:
-            for other in schedule_names():
-                if other == name:
-                    continue
-                try:
-                    alt = Schedule(get_named_beta_schedule(other, T, **kw)).alphas_cumprod
-                except (ValueError, TypeError):
-                    try:
-                        alt = Schedule(get_named_beta_schedule(other, T)).alphas_cumprod
-                    except (ValueError, TypeError):
-                        continue
-                if agree(alt):
-                    desc = {
-                        "linear_unscaled": "unscaled linear schedule (TF/diffusers 'linear') "
-                        "instead of improved-diffusion's 1000/T-scaled 'linear'"
-                    }
-                    row.diagnosis = desc.get(other, f"uses the {other!r} schedule")
-                    break
-            else:
-                row.diagnosis = "unexplained"
-    return [row]
+def _where(t: int, label: int, idx: tuple[int, ...]) -> str:
+    at = f"t={label}" if label == t else f"t={label} (index {t})"
+    return at + (f", row {idx[0]}, value {idx[1]}" if len(idx) == 2 else "")
+
+
+def _group(results: list[_Result], T: int) -> list[Row]:
+    """One :class:`Row` per quantity and run of consecutive checked t with one verdict."""
+    rows: list[Row] = []
+    order: dict[str, list[_Result]] = {}
+    for r in results:
+        order.setdefault(r.quantity, []).append(r)
+    for quantity, rs in order.items():
+        for _, run in itertools.groupby(rs, key=lambda r: (r.verdict, r.diagnosis)):
+            run_l = list(run)
+            worst = max(run_l, key=lambda r: r.ratio)
+            lo, hi = run_l[0].label, run_l[-1].label
+            span = f"t={lo}" if len(run_l) == 1 else f"t={lo}…{hi} ({len(run_l)})"
+            rows.append(
+                Row(
+                    quantity,
+                    span,
+                    max(r.max_abs for r in run_l),
+                    max(r.max_rel for r in run_l),
+                    worst.ratio,
+                    worst.verdict,
+                    worst.diagnosis,
+                    worst.source,
+                    where=worst.where,
+                )
+            )
+    return rows
 
 
 def assert_conforms(
@@ -335,13 +501,14 @@ def assert_conforms(
     allow_known: bool = True,
     etas: Sequence[float] = (0.0, 0.5, 1.0),
     seed: int = 0,
-    batch: int = 64,
-    dim: int = 4,
+    batch: int = 32,
+    dim: int | None = None,
     k: float | None = None,
+    steps: str | Sequence[int] = "default",
 ) -> Report:
     """Run :func:`check` and raise :class:`ConformanceError` (with the table) unless the
     implementation conforms (known divergences allowed unless ``allow_known=False``)."""
-    report = check(adapter, etas=etas, seed=seed, batch=batch, dim=dim, k=k)
+    report = check(adapter, etas=etas, seed=seed, batch=batch, dim=dim, k=k, steps=steps)
     if not report.conforms or (not allow_known and report.known):
         raise ConformanceError("\n" + report.table())
     return report

@@ -4,7 +4,7 @@ raises."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["ConformanceError", "Report", "Row"]
 
@@ -56,16 +56,18 @@ class Report:
     adapter : str
         The adapter's name.
     rows : list of Row
+    notes : list of str
+        What was checked (sample sizes, the timesteps, the tolerance multiplier).
     """
 
     adapter: str
     rows: list[Row]
+    notes: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
         verdict = "conforms" if self.conforms else f"{len(self.failures)} failures"
         return (
-            f"Report({self.adapter!r}, {len(self.rows)} rows, {len(self.known)} known, "
-            f"{verdict})"
+            f"Report({self.adapter!r}, {len(self.rows)} rows, {len(self.known)} known, {verdict})"
         )
 
     def __str__(self) -> str:
@@ -96,11 +98,14 @@ class Report:
         divergences grouped by diagnosis and source, then ``CONFORMS`` or
         ``DOES NOT CONFORM (n rows)``."""
         head = f"{'quantity':<24} {'t':<14} {'max abs':>10} {'max rel':>10} {'err/tol':>8}  verdict"
-        lines = [f"conformance of {self.adapter}", head, "-" * len(head)]
+        lines = [f"conformance of {self.adapter}", *(f"  ({n})" for n in self.notes)]
+        lines += [head, "-" * len(head)]
         for r in self.rows:
             if r.verdict == "known":
                 continue
             verdict = r.verdict + (f" — {r.diagnosis}" if r.diagnosis else "")
+            if r.verdict == "FAIL" and r.where:
+                verdict += f" [worst at {r.where}]"
             lines.append(
                 f"{r.quantity:<24} {r.t_range:<14} {r.max_abs:>10.3g} "
                 f"{r.max_rel:>10.3g} {r.worst_ratio:>8.3g}  {verdict}"

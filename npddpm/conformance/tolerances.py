@@ -9,8 +9,9 @@ implementation working in precision ``eps`` can move the quantity:
   quantity is built from;
 * **the noise term** σ_t·z of a step, measured as the difference of two calls that differ
   only in z: σ² is a product of β_t = 1 − ᾱ_t/ᾱ_prev and (1 − ᾱ_prev)/(1 − ᾱ_t), each factor
-  with relative error eps/(factor), halved by the square root, plus the rounding of the two
-  outputs themselves: ``atol = k·eps·(c_σ·σ·|Δz| + |x_a| + |x_b|)`` with
+  with relative error eps/(factor), halved by the square root; then come the rounding of
+  each product σ·z and of the two outputs themselves:
+  ``atol = k·eps·(c_σ·σ·|Δz| + σ·(|z_a| + |z_b|) + |x_a| + |x_b|)`` with
   ``c_σ = 1 + ½(1/β_t + 1/(1 − ᾱ_t) + 1/(1 − ᾱ_prev))``;
 * **the ᾱ table**: a cumulative product of t + 1 rounded factors plus the cast of β,
   ``rtol = 4·(t + 2)·eps``.
@@ -73,12 +74,19 @@ def noise_tolerance(
     ab: float,
     ab_prev: float,
     sigma: float,
-    dz: Array,
-    *outputs: Array,
+    z_a: Array,
+    z_b: Array,
+    x_a: Array,
+    x_b: Array,
+    *,
     dtype: Any,
     k: float | None = None,
 ) -> Array:
-    r"""``k·eps·(c_σ·σ·|Δz| + Σ|x|)`` for the noise term σ·Δz of a step (see the module).
+    r"""``k·eps·(c_σ·σ·|z_a − z_b| + σ·(|z_a| + |z_b|) + |x_a| + |x_b|)`` for the noise term
+    ``x_a − x_b = σ·(z_a − z_b)`` of two calls of one step (see the module docstring).
+
+    The first term is σ's own rounding; the second the rounding of each product σ·z (it
+    dominates where z_a ≈ z_b); the third the rounding of the two outputs.
 
     Parameters
     ----------
@@ -86,17 +94,18 @@ def noise_tolerance(
         ᾱ_t and ᾱ of the step's target (1 at the last step).
     sigma : float
         The reference σ of the step.
-    dz : ndarray
-        The difference of the two noises.
-    *outputs : ndarray
+    z_a, z_b : ndarray
+        The two noises.
+    x_a, x_b : ndarray
         The two outputs whose difference is compared.
     """
     k = default_k(dtype) if k is None else k
     beta = 1.0 - ab / ab_prev if ab_prev > 0 else 1.0
     inv = [1.0 / max(v, 1e-300) for v in (beta, 1.0 - ab, 1.0 - ab_prev) if v > 0]
     c_sigma = 1.0 + 0.5 * sum(inv)
-    mag = sum((np.abs(x) for x in outputs), np.zeros(()))
-    return k * machine_eps(dtype) * (c_sigma * abs(sigma) * np.abs(dz) + mag)
+    s = abs(sigma)
+    mag = s * (np.abs(z_a) + np.abs(z_b)) + np.abs(x_a) + np.abs(x_b)
+    return k * machine_eps(dtype) * (c_sigma * s * np.abs(z_a - z_b) + mag)
 
 
 def table_tolerance(t: Array, dtype: Any) -> Array:

@@ -117,7 +117,8 @@ def test_unscaled_linear_schedule_is_named():
     assert not r.conforms
     assert any("unscaled linear schedule" in f for f in r.faults()), r.table()
     # the steps themselves conform once its own ᾱ is injected
-    assert all(row.verdict == "ok" for row in r.rows if row.quantity != "alphas_cumprod")
+    steps = [row for row in r.rows if row.quantity != "alphas_cumprod"]
+    assert all(row.verdict in ("ok", "skipped") for row in steps), r.table()
 
 
 # --- real diffusers --------------------------------------------------------------------------
@@ -231,7 +232,7 @@ def test_improved_diffusion_style_adapter():
     good = IDStyle(Impl(COS))
     ad = ImprovedDiffusionAdapter(good, dtype=np.float64, noise_hook=good.set_noise)
     r = check(ad)
-    assert r.conforms and any(row.quantity == "ddpm_step" for row in r.rows), r.table()
+    assert r.conforms and any(row.quantity == "ddpm.noise" for row in r.rows), r.table()
     bad = IDStyle(Impl(COS, fault="last_noise"))
     r = check(ImprovedDiffusionAdapter(bad, dtype=np.float64, noise_hook=bad.set_noise))
     assert any("noise added at the last step" in f for f in r.faults()), r.table()
@@ -245,9 +246,15 @@ def test_diffusers_float16_add_noise_is_a_known_divergence(diffusers):
         diffusers.DDPMScheduler(num_train_timesteps=1000), sample_dtype=np.float16
     )
     r = check(ad)
+    # float16 samples: q_sample is held to float16's tolerance, within which the documented
+    # cast of ᾱ is invisible (its error, ≤ 1e-2·|ε| at small t, is far below the float16
+    # cancellation bound there), so the row conforms outright and nothing needs naming
     q_rows = [row for row in r.rows if row.quantity == "q_sample"]
-    assert any(row.verdict == "known" and "float16" in row.diagnosis for row in q_rows), r.table()
+    assert all(row.verdict == "ok" for row in q_rows), r.table()
     assert r.conforms, r.table()
+    # the float16 divergence never explains a float32 row: float32 samples conform outright
+    r32 = check(DiffusersAdapter(diffusers.DDPMScheduler(num_train_timesteps=1000)))
+    assert r32.conforms and not r32.known, r32.table()
     # and the same float16 cast in an implementation that is not diffusers is a fault
     bad = check(Impl(COS, fault="float16").adapter())
     assert any("ᾱ cast to float16" == f for f in bad.faults()), bad.table()
