@@ -59,6 +59,27 @@ class _Result:
     where: str = ""
 
 
+@dataclass
+class _Pending:
+    quantity: str
+    t: int
+    compute: Callable[[Reference], Array | None]
+    got: Array
+    tol: Array | Callable[[Array], Array]
+    dtype: str
+
+    def tolerance(self, expected: Array) -> Array:
+        return self.tol(expected) if callable(self.tol) else self.tol
+
+    def matches(self, ref: Reference, scale: float, nonfinite_ok: bool) -> float | None:
+        """The worst ratio under ``ref`` when the row matches there, else None."""
+        exp = self.compute(ref)
+        if exp is None:
+            return None
+        _, _, ratio, ok, _ = _compare(exp, self.got, self.tolerance(exp) * scale, nonfinite_ok)
+        return (ratio if np.isfinite(ratio) else 0.0) if ok else None
+
+
 def _compare(
     expected: Array, got: Array, tol: Array, nonfinite_ok: bool = False
 ) -> tuple[float, float, float, bool, tuple[int, ...]]:
@@ -186,6 +207,7 @@ class _Checker:
         )
         self.refs: dict[RefConfig, Reference] = {}
         self.results: list[_Result] = []
+        self.pending: list[_Pending] = []
         self.dtype = np.dtype(adapter.dtype).name
         self.q_dtype = np.dtype(adapter.q_dtype or adapter.dtype).name
 
@@ -252,18 +274,35 @@ class _Checker:
         t: int,
         compute: Callable[[Reference], Array | None],
         got: Array,
-        tol: Array,
+        tol: Array | Callable[[Array], Array],
         dtype: str,
     ) -> None:
-        expected = compute(self.ref(self.base))
-        if expected is None:
-            return
-        a, r, ratio, ok, where = _compare(expected, got, tol)
-        res = _Result(quantity, t, self.ad.label(t), a, r, ratio, "ok" if ok else "FAIL")
-        res.where = _where(t, self.ad.label(t), where)
-        if not ok:
-            self.diagnose(res, quantity.split("(")[0], compute, got, tol, expected, dtype)
-        self.results.append(res)
+        """Queue one comparison of the current step (or q_sample); :meth:`flush` runs them.
+
+        ``tol`` is an array, or a function of the expected values (the noise term, whose
+        tolerance scales with the σ the reference — or a diagnosis — predicts).
+        """
+        self.pending.append(_Pending(quantity, t, compute, got, tol, dtype))
+
+    def flush(self) -> None:
+        """Compare the queued rows of one step; diagnose the failing ones (a diagnosis must
+        first explain the whole step — every queued row — and only failing that the row)."""
+        group, self.pending = self.pending, []
+        base = self.ref(self.base)
+        done = []
+        for p in group:
+            expected = p.compute(base)
+            if expected is None:
+                continue
+            tol = p.tolerance(expected)
+            a, r, ratio, ok, where = _compare(expected, p.got, tol)
+            res = _Result(p.quantity, p.t, self.ad.label(p.t), a, r, ratio, "ok" if ok else "FAIL")
+            res.where = _where(p.t, self.ad.label(p.t), where)
+            done.append((p, res))
+        for p, res in done:
+            if res.verdict == "FAIL":
+                self.diagnose(res, p, [q for q, _ in done])
+            self.results.append(res)
 
     # ------------------------------------------------------------------ quantities
 
@@ -331,6 +370,7 @@ class _Checker:
                 tol,
                 self.q_dtype,
             )
+            self.flush()
 
     def check_steps(self, picked: list[int]) -> None:
         ad = self.ad
@@ -391,15 +431,15 @@ class _Checker:
             return None if a is None or b is None else a - b
 
         du = ua - ub
-        d_ref = noise_term(ref0)
-        if d_ref is not None:
-            sigma = float(np.linalg.norm(np.nan_to_num(d_ref))) / max(
-                float(np.linalg.norm(du)), 1e-300
-            )
-            tol = noise_tolerance(
-                ab, ref0.alpha_prev(t), sigma, ua, ub, xa, xb, dtype=self.dtype, k=self.k
-            )
-            self.compare(q("noise"), t, noise_term, xa - xb, tol, self.dtype)
+        abp = ref0.alpha_prev(t)
+        du_norm = max(float(np.linalg.norm(du)), 1e-300)
+
+        def noise_tol(expected: Array) -> Array:
+            # σ as the reference (or a diagnosis) predicts it: ‖σ·Δz‖/‖Δz‖
+            sigma = float(np.linalg.norm(np.nan_to_num(expected))) / du_norm
+            return noise_tolerance(ab, abp, sigma, ua, ub, xa, xb, dtype=self.dtype, k=self.k)
+
+        self.compare(q("noise"), t, noise_term, xa - xb, noise_tol, self.dtype)
         if pa is not None:
             tol = step_tolerance(ab, x_t, mo_mean, dtype=self.dtype, k=self.k)
 
@@ -408,16 +448,19 @@ class _Checker:
                 return None if out is None else out[1]
 
             self.compare(f"{kind}.x0{suffix}", t, x0, pa, tol, self.dtype)
+        self.flush()
         return True
 
     # ------------------------------------------------------------------ diagnosis
 
-    def diagnose(self, res, quantity, compute, got, tol, expected, dtype) -> None:
-        """Name ``res`` by the rule of :mod:`npddpm.conformance.diagnoses`."""
+    def diagnose(self, res: _Result, row: _Pending, step: list[_Pending]) -> None:
+        """Name ``res`` by the rule of :mod:`npddpm.conformance.diagnoses`: a diagnosis must
+        explain every row of the step (``step``), or, failing that, the row alone."""
         ad = self.ad
-        scoped = [dg for dg in DIAGNOSES if dg.in_scope(quantity, ad.profile, dtype)]
+        quantity = row.quantity.split("(")[0]
+        scoped = [dg for dg in DIAGNOSES if dg.in_scope(quantity, ad.profile, row.dtype)]
 
-        def residual(diags: tuple[Diagnosis, ...]) -> float | None:
+        def residual(diags: tuple[Diagnosis, ...], rows: list[_Pending]) -> float | None:
             cfg: RefConfig | None = self.base
             for dg in diags:
                 cfg = dg.apply(cfg) if cfg is not None else None
@@ -425,33 +468,40 @@ class _Checker:
                 return None
             try:
                 ref = self.ref(cfg)
-                exp = compute(ref) if ref.ok else None
+                if not ref.ok:
+                    return None
+                scale = 1.0
+                for dg in diags:
+                    if dg.tolerance_dtype is not None:
+                        scale = machine_eps(dg.tolerance_dtype) / machine_eps(row.dtype)
+                nan_ok = any(dg.change.get("std_of_log_beta") for dg in diags)
+                worst = 0.0
+                for p in rows:
+                    r = p.matches(ref, scale, nan_ok)
+                    if r is None:
+                        return None
+                    worst = max(worst, r)
+                return worst
             except (ValueError, KeyError, ZeroDivisionError, FloatingPointError, IndexError):
                 return None
-            if exp is None:
-                return None
-            t_ = tol
-            for dg in diags:
-                if dg.tolerance_dtype is not None:
-                    t_ = tol * (machine_eps(dg.tolerance_dtype) / machine_eps(dtype))
-            nan_ok = any(dg.change.get("std_of_log_beta") for dg in diags)
-            _, _, ratio, ok, _ = _compare(exp, got, t_, nonfinite_ok=nan_ok)
-            return (ratio if np.isfinite(ratio) else 0.0) if ok else None
 
-        singles = [(r, dg) for dg in scoped if (r := residual((dg,))) is not None]
-        if singles:
-            _, best = min(singles, key=lambda p: p[0])
-            _name(res, (best,))
-            return
         known = [dg for dg in scoped if dg.kind == "known"]
-        pairs = itertools.chain(
-            itertools.combinations(known, 2),
-            ((a, b) for a in known for b in scoped if b.kind == "fault"),
+        candidates: list[tuple[Diagnosis, ...]] = [(dg,) for dg in scoped]
+        pairs = list(
+            itertools.chain(
+                itertools.combinations(known, 2),
+                ((a, b) for a in known for b in scoped if b.kind == "fault"),
+            )
         )
-        for pair in pairs:
-            if residual(pair) is not None:
-                _name(res, pair)
+        for rows in (step, [row]):
+            singles = [(r, c) for c in candidates if (r := residual(c, rows)) is not None]
+            if singles:
+                _name(res, min(singles, key=lambda p: p[0])[1])
                 return
+            for pair in pairs:
+                if residual(pair, rows) is not None:
+                    _name(res, pair)
+                    return
         res.diagnosis = "unexplained"
 
 

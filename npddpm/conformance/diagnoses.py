@@ -389,8 +389,10 @@ def diagnose_schedule(
         if agree(table(np.minimum(1 - f[1:] / f[:-1], 0.999))):
             return "cosine schedule without the square (ᾱ ∝ cos, not cos²)"
         s = _fit_cosine_s(got)
-        if s is not None and agree(table(get_named_beta_schedule("cosine", T, s=s))):
-            return f"cosine schedule with s = {s:.4g} (claimed {kw.get('s', 0.008):g})"
+        for digits in range(1, 7) if s is not None else ():
+            s_r = float(f"{s:.{digits}g}")  # the offset as its author would have written it
+            if agree(table(get_named_beta_schedule("cosine", T, s=s_r))):
+                return f"cosine schedule with s = {s_r:g} (claimed {kw.get('s', 0.008):g})"
     prev = np.concatenate([[1.0], got[:-1]])
     b_got = 1 - got / prev
     floor = float(b_got.min())

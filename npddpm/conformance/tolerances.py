@@ -8,20 +8,22 @@ implementation working in precision ``eps`` can move the quantity:
   by √(1/ᾱ_t), so ``atol = k·eps·(1 + 1/(1 − ᾱ_t) + √(1/ᾱ_t))·(Σ|a| + 1)`` over the arrays the
   quantity is built from;
 * **the noise term** σ_t·z of a step, measured as the difference of two calls that differ
-  only in z: σ² is a product of β_t = 1 − ᾱ_t/ᾱ_prev and (1 − ᾱ_prev)/(1 − ᾱ_t), each factor
-  with relative error eps/(factor), halved by the square root; then come the rounding of
-  each product σ·z and of the two outputs themselves:
-  ``atol = k·eps·(c_σ·σ·|Δz| + σ·(|z_a| + |z_b|) + |x_a| + |x_b|)`` with
-  ``c_σ = 1 + ½(1/β_t + 1/(1 − ᾱ_t) + 1/(1 − ᾱ_prev))``;
+  only in z: σ² is a product of β_t = 1 − ᾱ_t/ᾱ_prev and (1 − ᾱ_prev)/(1 − ᾱ_t); each
+  factor 1 − a, formed from a table value a rounded to the unit roundoff u = eps/2, has
+  relative error u/(1 − a), and the square root halves it, so σ's relative error is at most
+  ``c_σ·eps`` with ``c_σ = 1 + ¼(1/β_t + 1/(1 − ᾱ_t) + 1/(1 − ᾱ_prev))``; then come the
+  rounding of each product σ·z and of the two outputs themselves:
+  ``atol = k·eps·(c_σ·σ·|Δz| + σ·(|z_a| + |z_b|) + |x_a| + |x_b|)``;
 * **the ᾱ table**: a cumulative product of t + 1 rounded factors plus the cast of β,
   ``rtol = 4·(t + 2)·eps``.
 
 ``k`` is a safety multiplier over these first-order bounds: 16 for float32 (and lower)
 implementations, 64 for float64 (whose absolute errors are far below every fault's size, so
 the larger multiplier costs no sensitivity). With these scales a step's noise term is
-resolved to about 5 % of σ at t = 1 of the linear schedule in float32 (c_σ ≈ 2.3·10⁴), so
-"no noise at t = 1" sits at ≈ 20× the tolerance and "noise at t = 0" (σ = √β̃₁ ≈ 0.0074) at
-≈ 10³×.
+resolved to about 2 % of σ at t = 1 of the linear schedule in float32 (c_σ ≈ 1.2·10⁴), so
+"no noise at t = 1" sits at ≈ 45× the tolerance and "noise at t = 0" (σ = √β̃₁ ≈ 0.0074) at
+≈ 10³×. The tolerance of the noise term under a diagnosis is recomputed with the σ that
+diagnosis predicts (never a wider one).
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def noise_tolerance(
     k = default_k(dtype) if k is None else k
     beta = 1.0 - ab / ab_prev if ab_prev > 0 else 1.0
     inv = [1.0 / max(v, 1e-300) for v in (beta, 1.0 - ab, 1.0 - ab_prev) if v > 0]
-    c_sigma = 1.0 + 0.5 * sum(inv)
+    c_sigma = 1.0 + 0.25 * sum(inv)
     s = abs(sigma)
     mag = s * (np.abs(z_a) + np.abs(z_b)) + np.abs(x_a) + np.abs(x_b)
     return k * machine_eps(dtype) * (c_sigma * s * np.abs(z_a - z_b) + mag)
