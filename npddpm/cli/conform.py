@@ -55,6 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="npddpm's vectors to compare with (default: exported afresh)",
     )
     conf.add_argument(
+        "--cases",
+        metavar="PATTERN[,PATTERN]",
+        help="with --vectors: compare only the cases whose file name or kind matches "
+        "(fnmatch, e.g. 'ddpm_step_*,schedule')",
+    )
+    conf.add_argument(
         "--steps",
         type=positive_int,
         default=50,
@@ -85,12 +91,16 @@ def _vectors(args: argparse.Namespace) -> int:
 
 def _conform(args: argparse.Namespace) -> int:
     if args.vectors:
+        import math
         import tempfile
         import zipfile
         import zlib
 
         from ..conformance.vectors import compare_vectors, export_vectors
 
+        patterns = [p.strip() for p in (args.cases or "").split(",") if p.strip()] or None
+        if args.cases is not None and not patterns:
+            usage_error("argument --cases: give one or more patterns, e.g. 'ddpm_step_*'")
         expected = args.expected or "the fresh export"
         try:
             _check_index(args.vectors, "--vectors")
@@ -100,7 +110,7 @@ def _conform(args: argparse.Namespace) -> int:
             else:
                 expected = tempfile.mkdtemp(prefix="npddpm-vectors-")
                 export_vectors(expected)
-            rows = compare_vectors(expected, args.vectors)
+            rows = compare_vectors(expected, args.vectors, cases=patterns)
         except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
             return fail(
                 f"a vector file in {args.vectors} or {expected} is truncated or corrupt ({exc}); "
@@ -108,11 +118,26 @@ def _conform(args: argparse.Namespace) -> int:
             )
         except (OSError, ValueError) as exc:
             return fail(str(exc))
-        bad = [r for r in rows if r["verdict"] != "ok"]
-        for r in bad[:50]:
-            print(f"{r['verdict']:<8} {r['file']:<48} {r['output']:<16} {r['max_abs']:.3g}")
-        print(f"{len(rows) - len(bad)} of {len(rows)} outputs agree")
-        return 0 if not bad else 1
+        failed = sorted(
+            (r for r in rows if r["verdict"] == "FAIL"),
+            key=lambda r: -r["ratio"] if not math.isnan(r["ratio"]) else 0.0,
+        )
+        missing = [r for r in rows if r["verdict"] == "missing"]
+        for r in failed:  # worst first: the real failures lead
+            print(
+                f"FAIL     {r['file']:<48} {r['output']:<30} err/tol {r['ratio']:.3g} "
+                f"(max err {r['max_abs']:.3g} at {r['where'] or '-'})"
+            )
+        for r in missing:
+            print(f"missing  {r['file']:<48} {r['output']}")
+        count = {v: sum(r["verdict"] == v for r in rows) for v in ("ok", "not declared")}
+        dtype = rows[0]["dtype"] if rows else "float64"
+        print(
+            f"{count['ok']} agree, {len(failed)} fail, {len(missing)} missing, "
+            f"{count['not declared']} not declared (of {len(rows)} outputs; tolerances for "
+            f"{dtype} results)"
+        )
+        return 1 if failed or missing else 0
     if args.target != "diffusers":
         usage_error("give an implementation (diffusers) or --vectors DIR")
     if not 1 <= args.steps <= _DIFFUSERS_T:
