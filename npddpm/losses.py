@@ -149,7 +149,7 @@ def discretized_gaussian_log_likelihood(
 # ------------------------------------------------------------------ the variational bound
 
 
-def _chain_to_output(
+def chain_to_output(
     d: DiffusionLike,
     r: ReverseStep,
     t: Array,
@@ -238,7 +238,7 @@ def vb_terms_bpd(
     if return_grad:
         d_mean = np.where(is0, -dll_m, dkl_m) / per
         d_logvar = np.where(is0, -0.5 * dll_s, dkl_lv) / per
-        res["grad"] = _chain_to_output(d, r, t, d_mean, d_logvar, clip_denoised).astype(
+        res["grad"] = chain_to_output(d, r, t, d_mean, d_logvar, clip_denoised).astype(
             np.asarray(model_output).dtype
         )
     return res
