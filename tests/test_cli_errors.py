@@ -210,7 +210,7 @@ def test_every_help_shows_defaults_and_choices(capsys):
         assert default in train
     sample = help_of("sample")
     assert "{ddpm,ddim}" in sample and "(default: ddpm)" in sample and "(default: 1000)" in sample
-    assert "(default: 50)" in help_of("conform") and "(default: 2000)" in help_of("demo")
+    assert "(default 50;" in help_of("conform") and "(default: 2000)" in help_of("demo")
     assert "(default: samples)" in help_of("eval") and "(default: 0)" in help_of("nll")
 
 

@@ -63,8 +63,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     conf.add_argument(
         "--steps",
         type=positive_int,
-        default=50,
-        help=f"inference steps of the diffusers schedulers, 1 to {_DIFFUSERS_T}",
+        default=None,
+        help=f"inference steps of the diffusers schedulers, 1 to {_DIFFUSERS_T} (default 50; "
+        "with --scheduler DDPMScheduler, the whole chain)",
+    )
+    conf.add_argument(
+        "--scheduler",
+        choices=["DDPMScheduler", "DDIMScheduler"],
+        help="check one scheduler of your configuration (with --option) instead of the set",
+    )
+    conf.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config option of --scheduler (repeatable; VALUE as JSON, e.g. "
+        'timestep_spacing="trailing" or clip_sample=false; bare words are strings)',
     )
     conf.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -140,7 +154,7 @@ def _conform(args: argparse.Namespace) -> int:
         return 1 if failed or missing else 0
     if args.target != "diffusers":
         usage_error("give an implementation (diffusers) or --vectors DIR")
-    if not 1 <= args.steps <= _DIFFUSERS_T:
+    if args.steps is not None and not 1 <= args.steps <= _DIFFUSERS_T:
         usage_error(
             f"argument --steps: the schedulers have T={_DIFFUSERS_T} training steps, so "
             f"--steps must be 1 to {_DIFFUSERS_T}, got {args.steps}"
@@ -151,34 +165,97 @@ def _conform(args: argparse.Namespace) -> int:
         return fail("diffusers is not installed: pip install 'npddpm[conform]'")
     from ..conformance import DiffusersAdapter, check
 
-    configs = [
+    if args.option and not args.scheduler:
+        usage_error("--option needs --scheduler (DDPMScheduler or DDIMScheduler)")
+    if args.scheduler:
+        kw = _options(args.option)
+        # a DDPM scheduler runs its whole chain unless --steps is given; DDIM needs steps
+        steps = args.steps or (50 if args.scheduler == "DDIMScheduler" else None)
+        configs = [(args.scheduler, kw, steps)]
+    else:
+        configs = _default_configs(args.steps or 50)
+    from .._progress import bar
+
+    status = 0
+    summary = []
+    pbar = bar(len(configs), "conform", False if args.quiet else None, unit="config")
+    for cls, kw, steps in configs:
+        pbar.update(1)
+        name = f"diffusers {cls}({', '.join(f'{k}={v!r}' for k, v in kw.items())})"
+        if steps:
+            name += f", {steps} steps"
+        try:
+            sched = getattr(diffusers, cls)(num_train_timesteps=_DIFFUSERS_T, **kw)
+        except (TypeError, ValueError, NotImplementedError) as exc:
+            return fail(f"{name}: diffusers refused the configuration ({exc})")
+        try:
+            adapter = DiffusersAdapter(sched, num_inference_steps=steps, name=name)
+        except ValueError as exc:
+            return fail(str(exc))
+        report = check(adapter)
+        print(report.table(), end="\n\n")
+        status |= 0 if report.conforms else 1
+        known = sorted({r.diagnosis for r in report.known})
+        verdict = "conforms" if report.conforms else f"DOES NOT CONFORM ({len(report.failures)})"
+        summary.append(
+            f"{verdict:<22} {name}"
+            + (f"\n{'':<22}   known: " if known else "")
+            + f"\n{'':<22}   known: ".join(known)
+        )
+    pbar.close()
+    if len(summary) > 1:
+        print("summary:")
+        print("\n".join(summary))
+    return status
+
+
+def _options(pairs: list[str]) -> dict:
+    """``["key=value", …]`` → ``{key: value}``, each value parsed as JSON (else a string)."""
+    import json
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            usage_error(f"argument --option: expected KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _default_configs(steps: int) -> list[tuple[str, dict, int | None]]:
+    """The configurations `npddpm conform diffusers` checks: each documented option at least
+    once, and each known divergence where it shows (and, in the first, where none does)."""
+    return [
         ("DDPMScheduler", {}, None),
-        (
-            "DDPMScheduler",
-            {"variance_type": "fixed_large", "timestep_spacing": "trailing"},
-            args.steps,
-        ),
+        ("DDPMScheduler", {"variance_type": "fixed_large", "timestep_spacing": "trailing"}, steps),
         (
             "DDPMScheduler",
             {"prediction_type": "v_prediction", "beta_schedule": "squaredcos_cap_v2"},
             None,
         ),
-        ("DDIMScheduler", {}, args.steps),
-        ("DDIMScheduler", {"timestep_spacing": "linspace"}, args.steps),
-        ("DDIMScheduler", {"timestep_spacing": "trailing"}, args.steps),
+        ("DDPMScheduler", {"prediction_type": "sample", "variance_type": "learned_range"}, None),
+        ("DDPMScheduler", {"variance_type": "learned"}, None),
+        ("DDPMScheduler", {"variance_type": "fixed_large_log"}, None),
+        ("DDPMScheduler", {"thresholding": True, "sample_max_value": 1.5}, steps),
+        ("DDPMScheduler", {"clip_sample_range": 2.0, "steps_offset": 1}, steps),
+        ("DDIMScheduler", {}, steps),
+        ("DDIMScheduler", {"timestep_spacing": "linspace"}, steps),
+        ("DDIMScheduler", {"timestep_spacing": "trailing", "clip_sample": False}, steps),
+        ("DDIMScheduler", {"set_alpha_to_one": False, "steps_offset": 1}, steps),
+        (
+            "DDIMScheduler",
+            {
+                "rescale_betas_zero_snr": True,
+                "prediction_type": "v_prediction",
+                "timestep_spacing": "trailing",
+                "beta_schedule": "scaled_linear",
+                "beta_start": 0.00085,
+                "beta_end": 0.012,
+            },
+            steps,
+        ),
+        ("DDIMScheduler", {"thresholding": True, "sample_max_value": 2.0}, steps),
     ]
-    from .._progress import bar
-
-    status = 0
-    pbar = bar(len(configs), "conform", False if args.quiet else None, unit="config")
-    for cls, kw, steps in configs:
-        pbar.update(1)
-        sched = getattr(diffusers, cls)(num_train_timesteps=_DIFFUSERS_T, **kw)
-        name = f"diffusers {cls}({', '.join(f'{k}={v!r}' for k, v in kw.items())})"
-        if steps:
-            name += f", {steps} steps"
-        report = check(DiffusersAdapter(sched, num_inference_steps=steps, name=name))
-        print(report.table(), end="\n\n")
-        status |= 0 if report.conforms else 1
-    pbar.close()
-    return status

@@ -474,7 +474,7 @@ class _Checker:
                 for dg in diags:
                     if dg.tolerance_dtype is not None:
                         scale = machine_eps(dg.tolerance_dtype) / machine_eps(row.dtype)
-                nan_ok = any(dg.change.get("std_of_log_beta") for dg in diags)
+                nan_ok = any(dg.explains_nan for dg in diags)
                 worst = 0.0
                 for p in rows:
                     r = p.matches(ref, scale, nan_ok)
@@ -518,17 +518,18 @@ def _where(t: int, label: int, idx: tuple[int, ...]) -> str:
 
 
 def _group(results: list[_Result], T: int) -> list[Row]:
-    """One :class:`Row` per quantity and run of consecutive checked t with one verdict."""
+    """One :class:`Row` per quantity and outcome (verdict and diagnosis), over every checked
+    t with that outcome; its worst ratio and where that worst element is."""
     rows: list[Row] = []
-    order: dict[str, list[_Result]] = {}
+    order: dict[str, dict[tuple[str, str], list[_Result]]] = {}
     for r in results:
-        order.setdefault(r.quantity, []).append(r)
-    for quantity, rs in order.items():
-        for _, run in itertools.groupby(rs, key=lambda r: (r.verdict, r.diagnosis)):
-            run_l = list(run)
+        order.setdefault(r.quantity, {}).setdefault((r.verdict, r.diagnosis), []).append(r)
+    for quantity, outcomes in order.items():
+        for run_l in outcomes.values():
             worst = max(run_l, key=lambda r: r.ratio)
-            lo, hi = run_l[0].label, run_l[-1].label
-            span = f"t={lo}" if len(run_l) == 1 else f"t={lo}…{hi} ({len(run_l)})"
+            labels = [r.label for r in run_l]
+            hi, lo = max(labels), min(labels)
+            span = f"t={lo}" if len(run_l) == 1 else f"t={hi}…{lo} ({len(run_l)})"
             rows.append(
                 Row(
                     quantity,

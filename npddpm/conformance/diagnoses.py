@@ -80,6 +80,9 @@ class Diagnosis:
         The precisions of the implementation it applies to (None: any).
     tolerance_dtype : str, optional
         The precision of the diagnosed computation, when lower than the implementation's.
+    explains_nan : bool
+        The divergence predicts non-finite values; rows that are non-finite in the same
+        places on both sides then match (nothing else is left to compare).
     """
 
     name: str
@@ -91,6 +94,7 @@ class Diagnosis:
     exclude_profiles: tuple[str, ...] = ()
     dtypes: tuple[str, ...] | None = None
     tolerance_dtype: str | None = None
+    explains_nan: bool = False
 
     def in_scope(self, quantity: str, profile: str, dtype: str) -> bool:
         """True when this diagnosis may name a row of ``quantity`` for an implementation of
@@ -201,12 +205,23 @@ DIAGNOSES: tuple[Diagnosis, ...] = (
         profiles=_HF,
     ),
     Diagnosis(
+        "DDIM direction coefficient √(1 − ᾱ_prev − σ²) not clamped: its float32 radicand "
+        "rounds below 0 at ᾱ_t = 0 (zero terminal SNR) with η = 1, and the step is NaN",
+        "known",
+        "huggingface/diffusers#5969 (open)",
+        {"ddim_direction_unclamped": True},
+        quantities=frozenset({"ddim.mean", "ddim.noise"}),
+        profiles=_HF,
+        explains_nan=True,
+    ),
+    Diagnosis(
         "fixed_large_log: the std is taken as √(log β), which is NaN",
         "known",
         "huggingface/diffusers#14569 (open), PR #14571",
         {"std_of_log_beta": True},
         quantities=frozenset({"ddpm.noise"}),
         profiles=_HF,
+        explains_nan=True,
     ),
     # ---------------------------------------------------------------- faults
     Diagnosis("off-by-one timestep (uses t+1)", "fault", "index convention", {"t_shift": 1}),

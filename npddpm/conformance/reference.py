@@ -73,6 +73,7 @@ class RefConfig:
     q_noise_sign: bool = False
     ddim_direction_sign: bool = False
     ddim_eta_ignored: bool = False
+    ddim_direction_unclamped: bool = False
 
     @property
     def closed_form(self) -> bool:
@@ -86,6 +87,7 @@ class RefConfig:
                 self.coef_swap,
                 self.ddim_direction_sign,
                 self.ddim_eta_ignored,
+                self.ddim_direction_unclamped,
                 self.ddim_prev_by_stride,
                 self.ddim_prev_t_minus_1,
                 self.final_alpha != "one",
@@ -253,7 +255,13 @@ class Reference:
         with np.errstate(invalid="ignore", divide="ignore"):
             sigma = eta * np.sqrt((1 - ab_prev) / (1 - ab)) * np.sqrt(1 - ab / ab_prev)
         sigma = float(np.nan_to_num(sigma))
-        direction = np.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * eps
+        radicand = max(1 - ab_prev - sigma**2, 0.0)
+        if cfg.ddim_direction_unclamped and radicand < 4 * np.finfo(np.float32).eps:
+            # diffusers takes (1 − ᾱ_prev − σ²)**0.5 in float32 with no clamp (HF #5969): where
+            # the exact radicand is within float32 rounding of 0 (ᾱ_t = 0, η = 1) the rounded
+            # one may fall below 0, and the step is NaN; the divergence predicts that NaN
+            radicand = np.nan
+        direction = np.sqrt(radicand) * eps
         if cfg.ddim_direction_sign:
             direction = -direction
         return np.sqrt(ab_prev) * x0 + direction + sigma * noise, x0

@@ -264,3 +264,92 @@ def test_diffusers_float16_add_noise_is_a_known_divergence(diffusers):
 def test_check_needs_an_adapter(adapter):
     with pytest.raises(TypeError, match=r"adapter must be an npddpm.conformance.Adapter"):
         check(adapter)
+
+
+@pytest.mark.torch
+def test_cli_checks_one_configuration_and_names_its_divergences(diffusers, capsys):
+    from npddpm.cli import main
+
+    status = main(
+        [
+            "conform",
+            "diffusers",
+            "--scheduler",
+            "DDPMScheduler",
+            "--option",
+            "variance_type=fixed_large",
+            "--option",
+            'timestep_spacing="trailing"',
+            "--steps",
+            "50",
+            "--quiet",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "last-step noise keyed on the timestep value" in out
+    assert "fixed_large uses β" in out and "CONFORMS" in out
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--option", "clip_sample=false"], "--option needs --scheduler"),
+        (["--scheduler", "DDPMScheduler", "--option", "novalue"], "expected KEY=VALUE"),
+        (
+            ["--scheduler", "DDPMScheduler", "--option", 'prediction_type="score"'],
+            "prediction_type='score' is not an option npddpm knows",
+        ),
+    ],
+)
+def test_cli_bad_configuration_is_one_line(diffusers, capsys, argv, message):
+    from npddpm.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        status = main(["conform", "diffusers", "--quiet", *argv])
+        raise SystemExit(status)
+    assert exc.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert message in err and "Traceback" not in err and len(err.splitlines()) <= 2, err
+
+
+@pytest.mark.torch
+def test_inverse_and_unknown_schedulers_are_refused_up_front(diffusers):
+    from npddpm.conformance import DiffusersAdapter
+
+    with pytest.raises(ValueError, match="DDIMInverseScheduler runs the chain upwards"):
+        DiffusersAdapter(diffusers.DDIMInverseScheduler(num_train_timesteps=1000))
+    with pytest.raises(ValueError, match="cannot drive EulerDiscreteScheduler"):
+        DiffusersAdapter(diffusers.EulerDiscreteScheduler(num_train_timesteps=1000))
+
+
+@pytest.mark.torch
+def test_trailing_chain_with_minus_one_is_a_finding_not_a_crash(diffusers):
+    from npddpm.conformance import DiffusersAdapter
+
+    sched = diffusers.DDIMScheduler(num_train_timesteps=1000, timestep_spacing="trailing")
+    r = check(DiffusersAdapter(sched, num_inference_steps=61))
+    chain = [row for row in r.failures if row.quantity == "chain"]
+    assert chain and "[-1]" in chain[0].diagnosis, r.table()
+
+
+@pytest.mark.torch
+def test_zero_snr_ddim_eta_1_nan_is_the_documented_divergence(diffusers):
+    """huggingface/diffusers#5969: at ᾱ_t = 0 with η = 1 the float32 radicand of the DDIM
+    direction coefficient rounds below 0 and the step is NaN (scaled_linear, zero SNR)."""
+    from npddpm.conformance import DiffusersAdapter
+
+    sched = diffusers.DDIMScheduler(
+        num_train_timesteps=1000,
+        rescale_betas_zero_snr=True,
+        prediction_type="v_prediction",
+        timestep_spacing="trailing",
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+    )
+    r = check(DiffusersAdapter(sched, num_inference_steps=50), etas=(1.0,))
+    assert r.conforms, r.table()
+    names = {row.diagnosis for row in r.known}
+    assert any("not clamped" in n for n in names), r.table()
