@@ -70,16 +70,29 @@ def xstart_from_eps(
     s: Schedule, x_t: Array, t: Array, eps: Array, dtype: np.dtype, *, form: str = "recip"
 ) -> Array:
     r"""x̂₀ from ε, shape of x_t: ``√(1/ᾱ)·x_t − √(1/ᾱ − 1)·ε`` (``form="recip"``,
-    improved-diffusion) or ``(x_t − √(1 − ᾱ)·ε)/√ᾱ`` (``"divide"``, diffusers)."""
+    improved-diffusion) or ``(x_t − √(1 − ᾱ)·ε)/√ᾱ`` (``"divide"``, diffusers).
+
+    At zero terminal SNR (ᾱ = 0) the recip form is ∞ − ∞; there its limit, the divide form
+    ((x_t − ε)/0 = ±∞, clipped to ±1 downstream), is used.
+    """
     n = x_t.ndim
-    if form == "divide":
+
+    def divide() -> Array:
         return (x_t - gather(s.sqrt_one_minus_alphas_cumprod, t, n, dtype) * eps) / (
             gather(s.sqrt_alphas_cumprod, t, n, dtype)
         )
-    return (
+
+    if form == "divide":
+        return divide()
+    recip = (
         gather(s.sqrt_recip_alphas_cumprod, t, n, dtype) * x_t
         - gather(s.sqrt_recipm1_alphas_cumprod, t, n, dtype) * eps
     )
+    if np.any(s.alphas_cumprod[t] == 0):
+        zero = (s.alphas_cumprod[t] == 0).reshape((-1,) + (1,) * (n - 1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(zero, divide(), recip)
+    return recip
 
 
 def eps_from_xstart(

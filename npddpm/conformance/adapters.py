@@ -75,6 +75,9 @@ class Adapter:
         Quantities the implementation does not offer → why (reported as skipped rows).
     findings : list of (quantity, description)
         What the adapter found wrong at construction (reported as failing rows).
+    config : dict
+        The implementation's own configuration as it claims it (e.g. a diffusers scheduler's
+        config); a divergence of one option applies only where that option is set.
     """
 
     name: str
@@ -95,6 +98,7 @@ class Adapter:
     sample_shape: tuple[int, ...] | None = None
     skipped: dict = field(default_factory=dict)
     findings: list = field(default_factory=list)
+    config: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         choose(self.mean_type, "mean_type", MEAN_TYPES)

@@ -80,9 +80,9 @@ class Diagnosis:
         The precisions of the implementation it applies to (None: any).
     tolerance_dtype : str, optional
         The precision of the diagnosed computation, when lower than the implementation's.
-    explains_nan : bool
-        The divergence predicts non-finite values; rows that are non-finite in the same
-        places on both sides then match (nothing else is left to compare).
+    when : (key, value), optional
+        A divergence of one configured option: it applies only when the implementation's
+        claimed config (``Adapter.config``) has ``key == value``.
     """
 
     name: str
@@ -94,9 +94,9 @@ class Diagnosis:
     exclude_profiles: tuple[str, ...] = ()
     dtypes: tuple[str, ...] | None = None
     tolerance_dtype: str | None = None
-    explains_nan: bool = False
+    when: tuple[str, Any] | None = None
 
-    def in_scope(self, quantity: str, profile: str, dtype: str) -> bool:
+    def in_scope(self, quantity: str, profile: str, dtype: str, config: dict | None = None) -> bool:
         """True when this diagnosis may name a row of ``quantity`` for an implementation of
         ``profile`` computing in ``dtype`` (rule 1 of the module docstring)."""
         if quantity.endswith(".step"):  # a whole step with its noise: mean or noise term
@@ -109,6 +109,7 @@ class Diagnosis:
             and (self.profiles is None or profile in self.profiles)
             and profile not in self.exclude_profiles
             and (self.dtypes is None or dtype in self.dtypes)
+            and (self.when is None or (config or {}).get(self.when[0]) == self.when[1])
         )
 
     def apply(self, cfg: RefConfig) -> RefConfig | None:
@@ -212,7 +213,6 @@ DIAGNOSES: tuple[Diagnosis, ...] = (
         {"ddim_direction_unclamped": True},
         quantities=frozenset({"ddim.mean", "ddim.noise"}),
         profiles=_HF,
-        explains_nan=True,
     ),
     Diagnosis(
         "fixed_large_log: the std is taken as √(log β), which is NaN",
@@ -221,7 +221,7 @@ DIAGNOSES: tuple[Diagnosis, ...] = (
         {"std_of_log_beta": True},
         quantities=frozenset({"ddpm.noise"}),
         profiles=_HF,
-        explains_nan=True,
+        when=("variance_type", "fixed_large_log"),
     ),
     # ---------------------------------------------------------------- faults
     Diagnosis("off-by-one timestep (uses t+1)", "fault", "index convention", {"t_shift": 1}),

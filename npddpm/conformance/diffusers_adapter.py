@@ -122,7 +122,6 @@ class DiffusersAdapter(Adapter):
         self.torch, self.kind, self.sched = torch, kind, scheduler
         self.sample_dtype = np.dtype(sample_dtype)
         cfg = dict(scheduler.config)  # frozen: what the scheduler claims at construction
-        self.claimed_config = cfg
         T = int(cfg["num_train_timesteps"])
         pred = _HF_PRED[_claimed(cfg, "prediction_type", tuple(_HF_PRED), cls)]
         if kind == "ddpm":
@@ -181,6 +180,7 @@ class DiffusersAdapter(Adapter):
             profile="diffusers",
             sample_shape=sample_shape,
             findings=findings,
+            config=cfg,
         )
 
     def to_impl(self, a: Array, channels: int = 1) -> Array:

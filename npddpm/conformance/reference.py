@@ -213,13 +213,13 @@ class Reference:
         if cfg.coef_swap:
             s = self.d.schedule
             mean = s.posterior_mean_coef2[i] * x0 + s.posterior_mean_coef1[i] * x_t
+        mask = float(np.asarray(self.d.nonzero_mask(tb[:1], 1, np.dtype(np.float64)))[0])
         if cfg.std_of_log_beta:  # diffusers fixed_large_log: √(log β)·z, NaN (HF #14569)
             with np.errstate(invalid="ignore"):
-                std = np.sqrt(np.log(self.d.schedule.betas[i])) if i > 0 else 0.0
+                std = np.sqrt(np.log(self.d.schedule.betas[i])) if mask else 0.0
             return mean + std * noise, x0
         logvar = pmv["log_variance"]
         std = np.exp(logvar) if cfg.sigma_is_variance else np.exp(0.5 * logvar)
-        mask = float(np.asarray(self.d.nonzero_mask(tb[:1], 1, np.dtype(np.float64)))[0])
         if cfg.force_last_noise:
             mask = 1.0
         if cfg.no_noise_t1 and i <= 1:
