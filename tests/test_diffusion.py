@@ -475,6 +475,24 @@ def test_ddim_at_zero_terminal_snr_is_finite():
     assert np.allclose(out["sample"], expected, rtol=1e-12, atol=1e-14)
 
 
+def test_xstart_from_eps_at_zero_terminal_snr_is_the_exact_limit():
+    """At ᾱ = 0, x̂₀ = (x_t − √(1 − ᾱ)·ε)/√ᾱ = (x_t − ε)/0: ±∞ by the sign of x_t − ε (what
+    diffusers' divide form gives), not the recip form's ∞ − ∞ = NaN; clipped, ±1 exactly."""
+    from npddpm.schedules import rescale_zero_terminal_snr
+
+    s = Schedule(rescale_zero_terminal_snr(LIN.betas))
+    x_t = np.array([[0.5, -0.5], [2.0, 0.1]])
+    eps = np.array([[0.1, 0.3], [-1.0, 0.4]])
+    t = np.full(2, 999)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for profile in ("improved_diffusion", "diffusers"):
+            d = GaussianDiffusion(s, profile=profile)
+            x0 = d.predict_xstart_from_eps(x_t, t, eps)
+            assert np.array_equal(x0, np.sign(x_t - eps) * np.inf), (profile, x0)
+            out = d.p_mean_variance(eps, x_t, t, clip_denoised=True)
+            assert np.array_equal(out["pred_xstart"], np.sign(x_t - eps))
+
+
 # --- published internals -------------------------------------------------------------------
 
 
