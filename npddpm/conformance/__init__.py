@@ -2,18 +2,21 @@
 
 >>> from npddpm.conformance import CallablesAdapter, check   # doctest: +SKIP
 
-See :func:`check`, the adapters in :mod:`npddpm.conformance.adapters`, and the test vectors in
-:mod:`npddpm.conformance.vectors`.
+See :func:`check` (step by step, through an adapter: :mod:`npddpm.conformance.adapters`),
+:func:`check_loop` (a whole sampling loop, black-box, by the law of its output) and the test
+vectors in :mod:`npddpm.conformance.vectors`.
 """
 
 from .adapters import Adapter, CallablesAdapter, ImprovedDiffusionAdapter
 from .checker import assert_conforms, check
 from .diagnoses import DIAGNOSES, Diagnosis
 from .diffusers_adapter import DiffusersAdapter
+from .loop import LOOP_ALPHA, check_loop, default_loop_data
 from .report import ConformanceError, Report, Row
 
 __all__ = [
     "DIAGNOSES",
+    "LOOP_ALPHA",
     "Adapter",
     "CallablesAdapter",
     "ConformanceError",
@@ -24,4 +27,6 @@ __all__ = [
     "Row",
     "assert_conforms",
     "check",
+    "check_loop",
+    "default_loop_data",
 ]
