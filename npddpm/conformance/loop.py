@@ -78,11 +78,12 @@ What the law test cannot see: faults that leave the output law unchanged on Gaus
 or change it below the resolution — in DDPM, the start x_T drawn with a wrong variance or
 mean (the chain forgets x_T: its weight in the output is ∏A ≈ 10⁻⁶ against an output sd of
 10⁻²; deterministic DDIM's output is ∏A·x_T, so there it shows), faults confined to early
-(large-t) steps, noise at t = 0 with a floored log-variance (σ = 1e-10), a missing or wrong x̂₀ clamp
-(never active here), dtype or device handling, self-conditioning, batch-size-dependent
-bugs, a seed that is ignored, and anything only non-Gaussian data exercises (the oracle is
-affine). The chain row sees which timesteps the model is called at, not which coefficients
-the loop uses with them.
+(large-t) steps, ε answered where v is expected (v → ε as t → 0, so the mismatch lives at
+large t: lucidrains' pred_v loop passes with it), noise at t = 0 with a floored
+log-variance (σ = 1e-10), a missing or wrong x̂₀ clamp (never active with the oracle on this
+data), dtype or device handling, self-conditioning, batch-size-dependent bugs, a seed that
+is ignored, and anything only non-Gaussian data exercises (the oracle is affine). The chain
+row sees which timesteps the model is called at, not which coefficients the loop uses.
 
 Exceptions raised inside the loop become a FAIL row (``raised X: msg``) and a
 :class:`~npddpm.conformance.report.Report` still comes back; misuse of npddpm (wrong
