@@ -51,7 +51,7 @@ import numpy as np
 from .. import __version__
 from ..diffusion import MEAN_TYPES, VAR_TYPES, GaussianDiffusion
 from ..schedules import Schedule, diffusers_timesteps, space_timesteps
-from .tolerances import default_k
+from .tolerances import default_k, noise_tolerance
 from .vector_tolerances import case_tolerances, compare_output, where_in_case
 
 __all__ = [
@@ -453,6 +453,44 @@ def compare_vectors(
             err, ratio, j = compare_output(e, g, tols[name])
             verdict = "ok" if ratio <= 1.0 else "FAIL"
             rows.append(_row(base, name, verdict, err, ratio, where_in_case(case, e_all, name, j)))
+    rows += _noise_rows(chosen, expected, got, dtype, k)
+    return rows
+
+
+def _noise_rows(chosen: list[dict], expected: dict, got: dict, dtype: str, k: float) -> list:
+    """The noise term of each DDPM step, ``sample − mean`` of a ``ddpm_step`` case and its
+    ``p_mean_variance`` twin (same inputs), against σ_t·z at the noise term's own scale
+    (:func:`~npddpm.conformance.tolerances.noise_tolerance`). A single output cannot show
+    noise where none belongs: at t = 0, √β̃₁·z ≈ 0.0074·z is far below the float32
+    tolerance of the step's mean there, but the difference of the two outputs has no mean
+    left to hide it."""
+    rows = []
+    files = {c["file"]: c for c in chosen}
+    for f, case in files.items():
+        twin = "pmv_" + f[len("ddpm_step_") :] if f.startswith("ddpm_step_") else None
+        if case.get("kind") != "ddpm_step" or twin not in files or f not in got:
+            continue
+        if twin not in got or "sample" not in got[f] or "mean" not in got[twin]:
+            continue
+        e, a = expected[f], expected[f]
+        xa, xb = np.asarray(got[f]["sample"]), np.asarray(got[twin]["mean"])
+        if xa.shape != e["sample"].shape or xb.shape != xa.shape:
+            continue
+        exp = e["sample"] - expected[twin]["mean"]
+        ab_tab, t, z = a["alphas_cumprod"], np.asarray(a["t"]), a["noise"]
+        tol = np.empty_like(exp)
+        for r in range(len(t)):
+            ab = float(ab_tab[t[r]])
+            abp = float(ab_tab[t[r] - 1]) if t[r] > 0 else 1.0
+            zr = z[r].reshape(-1)
+            sigma = float(np.linalg.norm(exp[r])) / max(float(np.linalg.norm(zr)), 1e-300)
+            tol[r] = noise_tolerance(
+                ab, abp, sigma, z[r], np.zeros_like(z[r]), xa[r], xb[r], dtype=dtype, k=k
+            )
+        err, ratio, j = compare_output(exp, xa - xb, tol)
+        base = {"file": f, "kind": "ddpm_step", "dtype": dtype}
+        where = where_in_case(case, a, "sample", j)
+        rows.append(_row(base, "noise_term", "ok" if ratio <= 1 else "FAIL", err, ratio, where))
     return rows
 
 

@@ -533,3 +533,37 @@ def test_cli_bad_input_is_one_line(vectors, tmp_path, capsys):
         err = capsys.readouterr().err
         assert status == 1 and len(err.splitlines()) == 1 and "Traceback" not in err
         assert err.startswith("npddpm: error: ")
+
+
+@pytest.mark.parametrize(
+    "tag", ["linear_eps_fixed_small_clip", "cosine_eps_fixed_small_clip", "linear_eps_learned_clip"]
+)
+def test_noise_at_t0_is_seen_in_float32_through_the_noise_term(vectors, loaded, tmp_path, tag):
+    """A ddpm_step case and its p_mean_variance twin (same inputs) give the step's noise term,
+    sample − mean, checked at its own scale: noise added at t = 0, invisible in one float32
+    output (0.019–1.96× above), fails by ≥ 10×; correct float32 results pass."""
+    index, data = loaded
+    step, twin = f"ddpm_step_{tag}.npz", f"pmv_{tag}.npz"
+    cases = [c for c in index["cases"] if c["file"] in (step, twin)]
+
+    def results(mutate, name):
+        res = tmp_path / name
+        res.mkdir()
+        for c in cases:
+            with np.errstate(all="ignore"):
+                out = {
+                    n: np.asarray(v) for n, v in _compute(c, data[c["file"]], np.float32).items()
+                }
+                if c["file"] == step:
+                    mutate(c, data[step], out, np.float32)
+            np.savez(res / c["file"], **out)
+        (res / "index.json").write_text(json.dumps({**index, "cases": cases, "dtype": "float32"}))
+        rows = compare_vectors(vectors, res, cases=[step, twin])
+        return next(r for r in rows if r["output"] == "noise_term"), rows
+
+    ok, rows = results(lambda *a: None, "good")
+    assert ok["verdict"] == "ok" and ok["ratio"] <= 1.0, ok
+    assert all(r["verdict"] == "ok" for r in rows), rows
+    bad, _ = results(_noise_at_t0, "bad")
+    assert bad["verdict"] == "FAIL" and bad["ratio"] >= 10, bad
+    assert "t=0" in bad["where"] or bad["where"], bad
