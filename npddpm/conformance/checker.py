@@ -302,6 +302,13 @@ class _Checker:
             expected = p.compute(base)
             if expected is None:
                 continue
+            label = self.ad.label(p.t)
+            if np.shape(p.got) != np.shape(expected):  # a finding about the output itself
+                shape = f"returned shape {np.shape(p.got)}, expected {np.shape(expected)}"
+                self.results.append(
+                    _Result(p.quantity, p.t, label, np.inf, np.inf, np.inf, "FAIL", shape)
+                )
+                continue
             tol = p.tolerance(expected)
             a, r, ratio, ok, where = _compare(expected, p.got, tol)
             res = _Result(p.quantity, p.t, self.ad.label(p.t), a, r, ratio, "ok" if ok else "FAIL")

@@ -474,3 +474,30 @@ def test_report_margins(capsys):
         for (name, dt), m in sorted(MARGINS.items(), key=lambda kv: kv[1])[:5]:
             print(f"  {name:<24} {dt:<8} {m:.3g}")
         assert lo >= 9.0  # the one fault under 10 is explained in the test above
+
+
+def test_an_output_of_the_wrong_shape_is_a_row():
+    impl = Impl()
+    ad = CallablesAdapter(
+        name="shape",
+        alphas_cumprod=impl.table,
+        q_sample_fn=lambda x0, t, z: impl.q_sample(x0, t, z)[:, :2],
+        ddpm_step_fn=lambda mo, xt, t, z: impl.ddpm(mo, xt, t, z)[0][:3],
+    )
+    r = check(ad, steps=[999, 0])
+    shapes = {row.quantity: row.diagnosis for row in r.failures}
+    assert shapes["q_sample"] == "returned shape (8, 2), expected (8, 4)", r.table()
+    assert shapes["ddpm.mean"] == "returned shape (3, 4), expected (32, 4)", r.table()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"steps": [5000]}, "not in the adapter's chain"),
+        ({"steps": "some"}, "steps must be 'default', 'all'"),
+        ({"batch": 1}, "batch must be >= 2"),
+    ],
+)
+def test_misuse_of_check_is_a_clear_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        check(Impl().callables(), **kwargs)
