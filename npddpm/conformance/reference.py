@@ -195,15 +195,21 @@ class Reference:
             return a * x0 + (-b if self.cfg.q_noise_sign else b) * noise
         return self.full.q_sample(x0, np.full(len(x0), i), noise)
 
-    def ddpm(self, mo: Array, x_t: Array, t: int, noise: Array) -> tuple[Array, Array] | None:
-        """``(x_prev, pred_xstart)`` of one DDPM step from original timestep ``t``; None when
-        the (shifted) index is outside the chain."""
+    def _step(self, mo: Array, x_t: Array, t: int) -> tuple | None:
+        """(index, per-row index, clip, denoised_fn, model output) of a step from ``t``."""
         i = self.index(t)
         if i is None:
             return None
-        tb = np.full(len(x_t), i)
         clip, fn = self._denoise(i)
-        mo = self._mo(mo)
+        return i, np.full(len(x_t), i), clip, fn, self._mo(mo)
+
+    def ddpm(self, mo: Array, x_t: Array, t: int, noise: Array) -> tuple[Array, Array] | None:
+        """``(x_prev, pred_xstart)`` of one DDPM step from original timestep ``t``; None when
+        the (shifted) index is outside the chain."""
+        step = self._step(mo, x_t, t)
+        if step is None:
+            return None
+        i, tb, clip, fn, mo = step
         cfg = self.cfg
         if not cfg.closed_form:
             out = self.d.p_sample(mo, x_t, tb, noise, clip_denoised=clip, denoised_fn=fn)
@@ -231,12 +237,10 @@ class Reference:
     ) -> tuple[Array, Array] | None:
         """``(x_prev, pred_xstart)`` of one DDIM step (``eta``, ``noise``) from original
         timestep ``t``; None when the (shifted) index is outside the chain."""
-        i = self.index(t)
-        if i is None:
+        step = self._step(mo, x_t, t)
+        if step is None:
             return None
-        tb = np.full(len(x_t), i)
-        clip, fn = self._denoise(i)
-        mo = self._mo(mo)
+        i, tb, clip, fn, mo = step
         cfg = self.cfg
         if not cfg.closed_form:
             out = self.d.ddim_sample(mo, x_t, tb, eta, noise, clip_denoised=clip, denoised_fn=fn)
