@@ -403,6 +403,7 @@ def _config_levels(cls: str, c: Config) -> dict:
                 offset=c.steps_offset, alpha1=c.set_alpha_to_one, n=c.num_inference_steps)
 
 
+@pytest.mark.slow
 def test_no_false_alarm_on_a_pairwise_covering_of_the_configurations():
     outcomes = sweep(covering_configs("DDPM") + covering_configs("DDIM"), few_steps=True)
     s = _assert_sweep(outcomes)
@@ -410,7 +411,7 @@ def test_no_false_alarm_on_a_pairwise_covering_of_the_configurations():
     assert s["clean_conform"] == s["clean"]
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 def test_no_false_alarm_on_every_configuration():
     _assert_sweep(sweep(all_configs()))
 
