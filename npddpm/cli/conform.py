@@ -80,6 +80,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a config option of --scheduler (repeatable; VALUE as JSON, e.g. "
         'timestep_spacing="trailing" or clip_sample=false; bare words are strings)',
     )
+    conf.add_argument(
+        "--json",
+        metavar="FILE",
+        help="also write the versioned JSON report (schema: npddpm/conformance/report_schema.json)",
+    )
+    conf.add_argument("--force", action="store_true", help="with --json: replace an existing FILE")
     conf.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -104,6 +110,12 @@ def _vectors(args: argparse.Namespace) -> int:
 
 
 def _conform(args: argparse.Namespace) -> int:
+    import os
+
+    if args.json and os.path.exists(args.json) and not args.force:  # before any work is done
+        return fail(
+            f"--json: {args.json} exists; choose another file, or add --force to replace it"
+        )
     if args.vectors:
         import math
         import tempfile
@@ -151,6 +163,8 @@ def _conform(args: argparse.Namespace) -> int:
             f"{count['not declared']} not declared (of {len(rows)} outputs; tolerances for "
             f"{dtype} results)"
         )
+        if args.json and (status := _write_json(args, [_vector_report(args.vectors, rows)])):
+            return status
         return 1 if failed or missing else 0
     if args.target != "diffusers":
         usage_error("give an implementation (diffusers) or --vectors DIR")
@@ -178,6 +192,7 @@ def _conform(args: argparse.Namespace) -> int:
 
     status = 0
     summary = []
+    reports = []
     pbar = bar(len(configs), "conform", False if args.quiet else None, unit="config")
     for cls, kw, steps in configs:
         pbar.update(1)
@@ -193,6 +208,7 @@ def _conform(args: argparse.Namespace) -> int:
         except ValueError as exc:
             return fail(str(exc))
         report = check(adapter)
+        reports.append(report)
         print(report.table(), end="\n\n")
         status |= 0 if report.conforms else 1
         known = sorted({r.diagnosis for r in report.known})
@@ -206,7 +222,46 @@ def _conform(args: argparse.Namespace) -> int:
     if len(summary) > 1:
         print("summary:")
         print("\n".join(summary))
+    if args.json and (written := _write_json(args, reports)):
+        return written
     return status
+
+
+def _write_json(args: argparse.Namespace, reports: list) -> int:
+    """Write ``reports`` to ``args.json`` (refusing an existing file without ``--force``);
+    0, or 1 with one line."""
+    from ..conformance.report import write_reports
+
+    try:
+        write_reports(args.json, reports, overwrite=args.force)
+    except FileExistsError as exc:
+        return fail(f"--json: {exc}")
+    except OSError as exc:
+        return fail(f"cannot write {args.json}: {exc.strerror or exc}")
+    return 0
+
+
+def _vector_report(results: str, rows: list[dict]):
+    """The vector comparison as a :class:`~npddpm.conformance.Report` (one row per case
+    output; "missing" is a failure, "not declared" is skipped)."""
+    from ..conformance.report import Report, Row
+
+    verdict = {"ok": "ok", "FAIL": "FAIL", "missing": "FAIL", "not declared": "skipped"}
+    out = [
+        Row(
+            f"{r['file']}:{r['output']}",
+            r["kind"],
+            r["max_abs"],
+            float("nan"),
+            r["ratio"],
+            verdict[r["verdict"]],
+            "missing" if r["verdict"] == "missing" else "",
+            where=str(r["where"] or ""),
+        )
+        for r in rows
+    ]
+    dtype = rows[0]["dtype"] if rows else "float64"
+    return Report(f"vectors {results}", out, notes=[f"tolerances for {dtype} results"])
 
 
 def _options(pairs: list[str]) -> dict:

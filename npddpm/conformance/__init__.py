@@ -12,11 +12,12 @@ from .checker import assert_conforms, check
 from .diagnoses import DIAGNOSES, Diagnosis
 from .diffusers_adapter import DiffusersAdapter
 from .loop import LOOP_ALPHA, check_loop, default_loop_data
-from .report import ConformanceError, Report, Row
+from .report import REPORT_VERSION, ConformanceError, Report, Row, write_reports
 
 __all__ = [
     "DIAGNOSES",
     "LOOP_ALPHA",
+    "REPORT_VERSION",
     "Adapter",
     "CallablesAdapter",
     "ConformanceError",
@@ -29,4 +30,5 @@ __all__ = [
     "check",
     "check_loop",
     "default_loop_data",
+    "write_reports",
 ]

@@ -4,9 +4,26 @@ raises."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
-__all__ = ["ConformanceError", "Report", "Row"]
+__all__ = ["REPORT_FORMAT", "REPORT_VERSION", "ConformanceError", "Report", "Row", "write_reports"]
+
+REPORT_FORMAT = "npddpm-conformance-report"
+REPORT_VERSION = 1  #: of :meth:`Report.to_dict` (schema: ``report_schema.json`` beside this module)
+SCHEMA_FILE = Path(__file__).with_name("report_schema.json")
+
+
+def _number(x: float) -> float | str:
+    """A JSON number, or the string "inf", "-inf" or "nan" (JSON has no non-finite numbers)."""
+    x = float(x)
+    if math.isfinite(x):
+        return x
+    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
 
 
 class ConformanceError(AssertionError):
@@ -93,6 +110,28 @@ class Report:
         """Names of the faults diagnosed in failing rows."""
         return {r.diagnosis for r in self.failures if r.diagnosis}
 
+    def to_dict(self) -> dict[str, Any]:
+        """The versioned JSON form: ``format``, ``version``, ``npddpm`` (its version),
+        ``adapter``, ``conforms``, ``notes`` and one object per row (every :class:`Row`
+        field; non-finite numbers as the strings "inf", "-inf", "nan")."""
+        from .. import __version__
+
+        rows = []
+        for r in self.rows:
+            d = asdict(r)
+            for k in ("max_abs", "max_rel", "worst_ratio"):
+                d[k] = _number(d[k])
+            rows.append(d)
+        return {
+            "format": REPORT_FORMAT,
+            "version": REPORT_VERSION,
+            "npddpm": __version__,
+            "adapter": self.adapter,
+            "conforms": self.conforms,
+            "notes": list(self.notes),
+            "rows": rows,
+        }
+
     def table(self) -> str:
         """The report as text: a header, one line per row that is not ``"known"``, the known
         divergences grouped by diagnosis and source, then ``CONFORMS`` or
@@ -122,3 +161,28 @@ class Report:
         ok = "CONFORMS" if self.conforms else f"DOES NOT CONFORM ({len(self.failures)} rows)"
         lines += ["", ok]
         return "\n".join(lines)
+
+
+def write_reports(
+    path: str | os.PathLike, reports: list[Report], *, overwrite: bool = False
+) -> Path:
+    """Write ``reports`` to ``path`` as one JSON document ``{"format", "version", "npddpm",
+    "conforms", "reports": [Report.to_dict(), …]}``, atomically; a FileExistsError when
+    ``path`` exists, unless ``overwrite``."""
+    from .. import __version__
+    from ..io import atomic_write
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"{path} exists; choose another file, or pass overwrite=True (--force) to replace it"
+        )
+    doc = {
+        "format": REPORT_FORMAT,
+        "version": REPORT_VERSION,
+        "npddpm": __version__,
+        "conforms": all(r.conforms for r in reports),
+        "reports": [r.to_dict() for r in reports],
+    }
+    data = (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode()
+    return atomic_write(path, lambda f: f.write(data))

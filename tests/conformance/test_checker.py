@@ -353,3 +353,56 @@ def test_zero_snr_ddim_eta_1_nan_is_the_documented_divergence(diffusers):
     assert r.conforms, r.table()
     names = {row.diagnosis for row in r.known}
     assert any("not clamped" in n for n in names), r.table()
+
+
+def _schema():
+    import json
+    from pathlib import Path
+
+    import npddpm.conformance as c
+
+    return json.loads((Path(c.__file__).with_name("report_schema.json")).read_text())
+
+
+def test_json_report_validates_and_keeps_every_row(tmp_path):
+    import json
+
+    jsonschema = pytest.importorskip("jsonschema")
+    from npddpm.conformance import REPORT_VERSION, write_reports
+
+    good = check(Impl(COS).adapter(schedule=("cosine", {})))
+    bad = check(Impl(COS, fault="last_noise").adapter())
+    path = write_reports(tmp_path / "r.json", [good, bad])
+    doc = json.loads(path.read_text())
+    jsonschema.validate(doc, _schema())
+    assert doc["version"] == REPORT_VERSION and doc["conforms"] is False
+    assert [r["conforms"] for r in doc["reports"]] == [True, False]
+    assert len(doc["reports"][1]["rows"]) == len(bad.rows)
+    fail = next(r for r in doc["reports"][1]["rows"] if r["verdict"] == "FAIL")
+    assert fail["diagnosis"] == "noise added at the last step" and fail["where"].startswith("t=0")
+    skipped = next(r for r in doc["reports"][0]["rows"] if r["verdict"] == "skipped")
+    assert skipped["worst_ratio"] == "nan"  # JSON has no NaN: the string stands for it
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        write_reports(path, [good])
+    write_reports(path, [good], overwrite=True)
+    assert json.loads(path.read_text())["conforms"] is True
+
+
+@pytest.mark.torch
+def test_cli_json_report_and_refusal_to_overwrite(diffusers, tmp_path, capsys):
+    import json
+
+    jsonschema = pytest.importorskip("jsonschema")
+    from npddpm.cli import main
+
+    out = tmp_path / "report.json"
+    argv = ["conform", "diffusers", "--scheduler", "DDPMScheduler", "--steps", "10", "--quiet"]
+    assert main([*argv, "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    jsonschema.validate(doc, _schema())
+    assert doc["conforms"] and doc["reports"][0]["adapter"].startswith("diffusers DDPMScheduler")
+    capsys.readouterr()
+    assert main([*argv, "--json", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "exists" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert main([*argv, "--json", str(out), "--force"]) == 0

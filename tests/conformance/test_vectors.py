@@ -567,3 +567,22 @@ def test_noise_at_t0_is_seen_in_float32_through_the_noise_term(vectors, loaded, 
     bad, _ = results(_noise_at_t0, "bad")
     assert bad["verdict"] == "FAIL" and bad["ratio"] >= 10, bad
     assert "t=0" in bad["where"] or bad["where"], bad
+
+
+def test_cli_vectors_json_report(tmp_path, vectors):
+    """``--json`` writes the comparison in the conformance report's schema: one row per case
+    output, "missing" a failure, "not declared" skipped."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from pathlib import Path
+
+    import npddpm.conformance as c
+
+    out = tmp_path / "v.json"
+    argv = ["conform", "--vectors", str(vectors), "--expected", str(vectors), "--cases"]
+    assert cli.main([*argv, "q_sample_*", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    schema = json.loads(Path(c.__file__).with_name("report_schema.json").read_text())
+    jsonschema.validate(doc, schema)
+    rows = doc["reports"][0]["rows"]
+    assert doc["conforms"] and len(rows) == 3 and {r["verdict"] for r in rows} == {"ok"}
+    assert cli.main([*argv, "q_sample_*", "--json", str(out)]) == 1  # exists: refused
