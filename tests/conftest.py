@@ -12,6 +12,8 @@ Tests marked ``sweep`` (a whole sweep: minutes to hours) are skipped unless
 import os
 
 import pytest
+
+pytest_plugins = ("pytester",)
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
