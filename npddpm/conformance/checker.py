@@ -57,6 +57,9 @@ class _Result:
     diagnosis: str = ""
     source: str = ""
     where: str = ""
+    expected: float = np.nan
+    got: float = np.nan
+    tolerance: float = np.nan
 
 
 @dataclass
@@ -252,7 +255,7 @@ class _Checker:
             f"{len(chain)} entries; {self.B}×{self.D} inputs; tolerance k = {self.k:g} × eps "
             f"of {self.dtype}"
         ]
-        return Report(ad.name, rows, notes=notes)
+        return Report(ad.name, rows, notes=notes, config=_claimed(ad))
 
     def call(self, quantity: str, t: int, fn: Callable, *args: Any) -> tuple[Any, bool]:
         """``fn(*args)``; an exception becomes a failing result of ``quantity`` at ``t``."""
@@ -313,6 +316,10 @@ class _Checker:
             a, r, ratio, ok, where = _compare(expected, p.got, tol)
             res = _Result(p.quantity, p.t, self.ad.label(p.t), a, r, ratio, "ok" if ok else "FAIL")
             res.where = _where(p.t, self.ad.label(p.t), where)
+            if len(where) == np.ndim(p.got):  # the values at the worst element
+                res.expected = float(np.asarray(expected)[where])
+                res.got = float(np.asarray(p.got)[where])
+                res.tolerance = float(np.broadcast_to(tol, np.shape(p.got))[where])
             done.append((p, res))
         for p, res in done:
             if res.verdict == "FAIL":
@@ -519,6 +526,27 @@ class _Checker:
         res.diagnosis = "unexplained"
 
 
+def _claimed(ad: Adapter) -> dict[str, Any]:
+    """What the adapter claims, for the report: npddpm's reading and the implementation's own
+    config (``implementation``)."""
+    chain = cast(list[int], ad.timesteps)
+    return {
+        "mean_type": ad.mean_type,
+        "var_type": ad.var_type,
+        "clip_denoised": bool(ad.clip_denoised),
+        "clip_range": float(ad.clip_range),
+        "thresholding": None if ad.thresholding is None else list(ad.thresholding),
+        "final_alpha": ad.final_alpha,
+        "dtype": np.dtype(ad.dtype).name,
+        "schedule": None if ad.schedule is None else [ad.schedule[0], dict(ad.schedule[1])],
+        "rescale_zero_snr": bool(ad.rescale_zero_snr),
+        "profile": ad.profile,
+        "T": ad.num_timesteps,
+        "chain": [chain[0], chain[-1], len(chain)],
+        "implementation": dict(ad.config),
+    }
+
+
 def _name(res: _Result, diags: tuple[Diagnosis, ...]) -> None:
     res.diagnosis = " + ".join(dg.name for dg in diags)
     res.source = "; ".join(dg.source for dg in diags)
@@ -555,6 +583,9 @@ def _group(results: list[_Result], T: int) -> list[Row]:
                     worst.diagnosis,
                     worst.source,
                     where=worst.where,
+                    expected=worst.expected,
+                    got=worst.got,
+                    tolerance=worst.tolerance,
                 )
             )
     return rows

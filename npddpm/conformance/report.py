@@ -18,6 +18,25 @@ REPORT_VERSION = 1  #: of :meth:`Report.to_dict` (schema: ``report_schema.json``
 SCHEMA_FILE = Path(__file__).with_name("report_schema.json")
 
 
+def _jsonable(v: Any) -> Any:
+    """``v`` as JSON can hold it: numbers (non-finite as strings), strings, lists, dicts."""
+    if isinstance(v, bool) or v is None or isinstance(v, str):
+        return v
+    if isinstance(v, (int, float)) or hasattr(v, "item"):
+        try:
+            x = v.item() if hasattr(v, "item") else v
+        except (ValueError, TypeError):  # an array: a list
+            return [_jsonable(e) for e in v.tolist()]
+        return x if isinstance(x, (bool, int)) else _number(x)
+    if isinstance(v, dict):
+        return {str(k): _jsonable(e) for k, e in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(e) for e in v]
+    if hasattr(v, "tolist"):
+        return _jsonable(v.tolist())
+    return str(v)
+
+
 def _number(x: float) -> float | str:
     """A JSON number, or the string "inf", "-inf" or "nan" (JSON has no non-finite numbers)."""
     x = float(x)
@@ -51,6 +70,9 @@ class Row:
         The diagnosed cause and where it is documented (empty when none).
     where : str
         Where the largest discrepancy is (e.g. ``"t=3, row 5, value 2"``; empty when none).
+    expected, got, tolerance : float
+        At that worst element: npddpm's value, the implementation's and the tolerance (NaN
+        when there is none, e.g. a skipped row).
     """
 
     quantity: str
@@ -62,6 +84,9 @@ class Row:
     diagnosis: str = ""
     source: str = ""
     where: str = ""
+    expected: float = math.nan
+    got: float = math.nan
+    tolerance: float = math.nan
 
 
 @dataclass
@@ -75,11 +100,14 @@ class Report:
     rows : list of Row
     notes : list of str
         What was checked (sample sizes, the timesteps, the tolerance multiplier).
+    config : dict
+        The configuration the implementation claimed (for the JSON report).
     """
 
     adapter: str
     rows: list[Row]
     notes: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         verdict = "conforms" if self.conforms else f"{len(self.failures)} failures"
@@ -112,14 +140,15 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         """The versioned JSON form: ``format``, ``version``, ``npddpm`` (its version),
-        ``adapter``, ``conforms``, ``notes`` and one object per row (every :class:`Row`
-        field; non-finite numbers as the strings "inf", "-inf", "nan")."""
+        ``adapter``, ``conforms``, ``config`` (what the implementation claimed), ``notes`` and
+        one object per row (every :class:`Row` field; non-finite numbers as the strings
+        "inf", "-inf", "nan")."""
         from .. import __version__
 
         rows = []
         for r in self.rows:
             d = asdict(r)
-            for k in ("max_abs", "max_rel", "worst_ratio"):
+            for k in ("max_abs", "max_rel", "worst_ratio", "expected", "got", "tolerance"):
                 d[k] = _number(d[k])
             rows.append(d)
         return {
@@ -128,6 +157,7 @@ class Report:
             "npddpm": __version__,
             "adapter": self.adapter,
             "conforms": self.conforms,
+            "config": {k: _jsonable(v) for k, v in self.config.items()},
             "notes": list(self.notes),
             "rows": rows,
         }
