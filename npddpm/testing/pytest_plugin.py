@@ -5,12 +5,13 @@ Registered as the ``pytest11`` entry point ``npddpm`` and inert unless asked::
     pytest --npddpm-impl=mypackage.mymodule:factory        # or NPDDPM_IMPL=…
     pytest --npddpm-impl=… --npddpm-divergences known.toml --npddpm-report report.json
 
-``factory()`` returns a :class:`npddpm.conformance.Adapter` (or a list of them, or a dict
-name → adapter). :func:`npddpm.conformance.check` runs once per adapter when the tests are
-collected, and every row of its report becomes one test, named
-``test_conformance[<adapter>::<quantity>::<t>]``, so ``-k`` selects checks, and a CI run shows
-each one. A row that conforms passes (a documented divergence passes too, and says so in the
-test's ``-rA`` summary), a skipped row skips, a failing row fails with the diagnosis, the
+``factory()`` returns a :class:`npddpm.conformance.Adapter`, or a callable returning a
+:class:`~npddpm.conformance.Report` (``lambda: check_loop(my_sampler, diffusion)`` for a loop
+that owns its RNG), or a list or dict of them. :func:`npddpm.conformance.check` runs once per
+adapter (each callable once) when the tests are collected, and every row of its report
+becomes one test, named ``test_conformance[<adapter>::<quantity>::<t>]``, so ``-k`` selects
+checks, and a CI run shows each one. A row that conforms passes (a documented divergence
+passes too), a skipped row skips, a failing row fails with the diagnosis, the
 worst error/tolerance and where it is.
 
 ``--npddpm-divergences FILE`` (TOML or JSON; a table ``[divergences]`` or a top-level
@@ -74,7 +75,12 @@ def pytest_configure(config: Any) -> None:
         return
     import pytest
 
-    state = {"spec": spec, "reports": None, "divergences": _divergences(config, pytest)}
+    state = {
+        "spec": spec,
+        "items": _factory(spec, pytest),  # a bad factory is a usage error, before collection
+        "reports": None,
+        "divergences": _divergences(config, pytest),
+    }
     setattr(config, _KEY, state)
     config.args.append(str(_SUITE))
 
@@ -108,8 +114,9 @@ def _divergences(config: Any, pytest: Any) -> dict[str, str]:
     return dict(table)
 
 
-def _factory(spec: str, pytest: Any) -> dict[str, Any]:
-    """``module:factory`` → {name: adapter}."""
+def _factory(spec: str, pytest: Any) -> list[Any]:
+    """``module:factory`` → the checks it names: adapters, or callables returning a Report
+    (e.g. ``lambda: check_loop(my_sampler, diffusion)``)."""
     from npddpm.conformance import Adapter
 
     module, sep, attr = spec.partition(":")
@@ -119,17 +126,17 @@ def _factory(spec: str, pytest: Any) -> dict[str, Any]:
         fn = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
         raise pytest.UsageError(f"--npddpm-impl {spec!r}: cannot import it ({exc})") from None
-    made = fn() if callable(fn) else fn
-    if isinstance(made, Adapter):
-        made = {made.name: made}
-    elif isinstance(made, (list, tuple)):
-        made = {a.name: a for a in made}
-    if not isinstance(made, dict) or not all(isinstance(a, Adapter) for a in made.values()):
+    made = fn() if callable(fn) and not isinstance(fn, Adapter) else fn
+    items = list(made.values()) if isinstance(made, dict) else made
+    if not isinstance(items, (list, tuple)):
+        items = [items]
+    if not items or not all(isinstance(a, Adapter) or callable(a) for a in items):
         raise pytest.UsageError(
-            f"--npddpm-impl {spec!r}: the factory must return an npddpm.conformance.Adapter, "
-            f"a list or a dict of them; got {type(made).__name__}"
+            f"--npddpm-impl {spec!r}: the factory must return an npddpm.conformance.Adapter "
+            "or a callable returning a Report (e.g. lambda: check_loop(...)), or a list or dict "
+            f"of them; got {type(made).__name__}"
         )
-    return made
+    return list(items)
 
 
 def reports(config: Any) -> list:
@@ -138,10 +145,18 @@ def reports(config: Any) -> list:
 
     state = getattr(config, _KEY)
     if state["reports"] is None:
-        from npddpm.conformance import check
+        from npddpm.conformance import Adapter, Report, check
 
-        adapters = _factory(state["spec"], pytest)
-        state["reports"] = [check(a) for a in adapters.values()]
+        out = []
+        for item in state["items"]:
+            report = check(item) if isinstance(item, Adapter) else item()
+            if not isinstance(report, Report):
+                raise pytest.UsageError(
+                    f"--npddpm-impl {state['spec']!r}: a check returned "
+                    f"{type(report).__name__}, not an npddpm.conformance.Report"
+                )
+            out.append(report)
+        state["reports"] = out
     return state["reports"]
 
 

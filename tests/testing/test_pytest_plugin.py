@@ -46,6 +46,23 @@ def bad():
 
 def not_an_adapter():
     return 42
+
+
+def loop():
+    """A whole loop with its own RNG, checked black-box (check_loop) beside the adapter."""
+    from npddpm import GaussianDiffusion, Schedule
+    from npddpm.conformance import check_loop
+
+    s = Schedule(BETAS)
+
+    def sampler(model, shape, seed):
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal(shape)
+        for t in range(T - 1, -1, -1):
+            x, _ = ddpm(model(x, np.full(shape[0], t)), x, t, rng.standard_normal(shape))
+        return x
+
+    return [good(), lambda: check_loop(sampler, GaussianDiffusion(s), name="my loop")]
 '''
 
 
@@ -109,11 +126,15 @@ def test_environment_variable_and_bad_factories(impl, monkeypatch):
     monkeypatch.setenv("NPDDPM_IMPL", "myimpl:good")
     assert impl.runpytest("-q").ret == 0
     monkeypatch.delenv("NPDDPM_IMPL")
+    result = impl.runpytest("--npddpm-impl=myimpl:loop", "-q", "--collect-only")
+    assert "my loop (ddpm)::output variance::" in result.stdout.str()
+    assert impl.runpytest("--npddpm-impl=myimpl:loop", "-q").ret == 0
     for spec, message in (
         ("myimpl", "expected MODULE:FACTORY"),
         ("nosuchmodule:f", "cannot import it"),
-        ("myimpl:not_an_adapter", "must return an npddpm.conformance.Adapter"),
+        ("myimpl:not_an_adapter", "the factory must return an npddpm.conformance.Adapter"),
     ):
         result = impl.runpytest(f"--npddpm-impl={spec}", "-q")
         assert result.ret != 0
-        assert message in result.stderr.str() + result.stdout.str(), spec
+        err = result.stderr.str() + result.stdout.str()
+        assert message in err and "Traceback" not in err, spec
