@@ -12,9 +12,9 @@ Tests marked ``sweep`` (a whole sweep: minutes to hours) are skipped unless
 import os
 
 import pytest
-
-pytest_plugins = ("pytester",)
 from hypothesis import HealthCheck, settings
+
+pytest_plugins = ("pytester",)  # the npddpm pytest plugin's own tests drive a pytest inside
 
 settings.register_profile(
     "ci",

@@ -35,6 +35,7 @@ from ..betas import rescale_zero_terminal_snr
 from ..schedules import get_named_beta_schedule
 from .adapters import Adapter
 from .diagnoses import DIAGNOSES, Diagnosis, diagnose_schedule
+from .plan import pick_steps, step_inputs
 from .reference import RefConfig, Reference
 from .report import ConformanceError, Report, Row
 from .tolerances import default_k, machine_eps, noise_tolerance, step_tolerance, table_tolerance
@@ -42,7 +43,6 @@ from .tolerances import default_k, machine_eps, noise_tolerance, step_tolerance,
 __all__ = ["assert_conforms", "check"]
 
 Array = np.ndarray
-_MAX_ALL_STEPS = 100  # chains up to this length are checked at every entry by default
 
 
 @dataclass
@@ -113,42 +113,6 @@ def _compare(
     return float(err.max()), float(rel[fin_g].max()), worst, worst <= 1.0, at
 
 
-def _pick(chain: list[int], steps: str | Sequence[int]) -> list[int]:
-    """The chain entries whose steps are checked, in chain order."""
-    if not isinstance(steps, str):
-        wanted = {int(t) for t in steps}
-        missing = wanted - set(chain)
-        if missing:
-            raise ValueError(f"steps: {sorted(missing)[:5]} are not in the adapter's chain")
-        return [t for t in chain if t in wanted]
-    if steps not in ("default", "all"):
-        raise ValueError(f"steps must be 'default', 'all' or a list of timesteps, got {steps!r}")
-    n = len(chain)
-    if steps == "all" or n <= _MAX_ALL_STEPS:
-        return list(chain)
-    idx = set(range(4)) | set(range(n - 4, n)) | set(np.linspace(4, n - 5, 24).astype(int).tolist())
-    return [chain[i] for i in sorted(idx)]
-
-
-def _inputs(adapter: Adapter, rng: np.random.Generator, B: int, D: int) -> tuple[Array, ...]:
-    x0 = rng.uniform(-1, 1, (B, D))
-    noise = rng.standard_normal((B, D))
-    mean = rng.standard_normal((B, D))
-    mean[: B // 2] *= 3.0  # large outputs so that clipping triggers on half the rows
-    if adapter.var_type == "learned_range":
-        var = rng.uniform(-1, 1, (B, D))
-    elif adapter.var_type == "learned":
-        var = (
-            rng.uniform(-8, -2, (B, D))
-            if adapter.profile != "diffusers"
-            else rng.uniform(1e-4, 1e-2, (B, D))
-        )
-    else:
-        var = None
-    mo = mean if var is None else np.concatenate([mean, var], axis=1)
-    return x0, noise, mo
-
-
 def check(
     adapter: Adapter,
     *,
@@ -158,6 +122,7 @@ def check(
     dim: int | None = None,
     k: float | None = None,
     steps: str | Sequence[int] = "default",
+    q_steps: str | Sequence[int] = "all",
 ) -> Report:
     """Compare ``adapter`` with npddpm and return a :class:`Report`.
 
@@ -180,6 +145,8 @@ def check(
         Tolerance multiplier (default :func:`npddpm.conformance.tolerances.default_k`).
     steps : "default", "all" or sequence of int
         The chain entries whose steps are checked (see the module docstring).
+    q_steps : "all" or sequence of int
+        The timesteps of the q_sample check (default every t of the table).
     """
     if not isinstance(adapter, Adapter):
         raise TypeError(
@@ -197,7 +164,14 @@ def check(
     if int(batch) < 2 or int(dim) < 1:
         raise ValueError(f"batch must be >= 2 and dim >= 1, got batch={batch}, dim={dim}")
     with np.errstate(all="ignore"):
-        return _Checker(adapter, etas, seed, int(batch), int(dim), k, steps).run()
+        checker = _Checker(adapter, etas, seed, int(batch), int(dim), k, steps)
+        if not isinstance(q_steps, str):
+            checker.q_steps = sorted({int(t) for t in q_steps})
+            if any(not 0 <= t < adapter.num_timesteps for t in checker.q_steps):
+                raise ValueError(f"q_steps must lie in [0, {adapter.num_timesteps})")
+        elif q_steps != "all":
+            raise ValueError(f"q_steps must be 'all' or a list of timesteps, got {q_steps!r}")
+        return checker.run()
 
 
 class _Checker:
@@ -219,6 +193,7 @@ class _Checker:
         self.refs: dict[RefConfig, Reference] = {}
         self.results: list[_Result] = []
         self.pending: list[_Pending] = []
+        self.q_steps: list[int] | None = None  # None: every t
         self.dtype = np.dtype(adapter.dtype).name
         self.q_dtype = np.dtype(adapter.q_dtype or adapter.dtype).name
 
@@ -246,12 +221,13 @@ class _Checker:
             rows.append(Row("alphas_cumprod", "all", np.inf, np.inf, np.inf, "FAIL", why))
             return Report(ad.name, rows)
         chain = cast(list[int], ad.timesteps)
-        picked = _pick(chain, self.steps)
+        picked = pick_steps(chain, self.steps)
         self.check_q_sample()
         self.check_steps(picked)
         rows += _group(self.results, ad.num_timesteps)
         notes = [
-            f"q_sample at all {ad.num_timesteps} t; steps at {len(picked)} of the chain's "
+            f"q_sample at {'all' if self.q_steps is None else len(self.q_steps)} of "
+            f"{ad.num_timesteps} t; steps at {len(picked)} of the chain's "
             f"{len(chain)} entries; {self.B}×{self.D} inputs; tolerance k = {self.k:g} × eps "
             f"of {self.dtype}"
         ]
@@ -373,7 +349,7 @@ class _Checker:
         if "q_sample" in ad.skipped:
             return
         B = min(self.B, 8)
-        for t in range(ad.num_timesteps):
+        for t in range(ad.num_timesteps) if self.q_steps is None else self.q_steps:
             x0 = self.rng.uniform(-1, 1, (B, self.D))
             z = self.rng.standard_normal((B, self.D))
             got, ok = self.call("q_sample", t, ad.q_sample, x0, t, z)
@@ -404,7 +380,7 @@ class _Checker:
             plans += [("ddim", eta) for eta in self.etas]
         for kind, eta in plans:
             for t in picked:
-                x0, z, mo = _inputs(ad, self.rng, self.B, self.D)
+                x0, z, mo = step_inputs(ad, self.rng, self.B, self.D)
                 x_t = ref0.q_sample(x0, t, self.rng.standard_normal((self.B, self.D)))
                 if not self.check_step(kind, eta, t, mo, x_t, z, ref0):
                     break  # the adapter does not offer this step
@@ -601,10 +577,13 @@ def assert_conforms(
     dim: int | None = None,
     k: float | None = None,
     steps: str | Sequence[int] = "default",
+    q_steps: str | Sequence[int] = "all",
 ) -> Report:
     """Run :func:`check` and raise :class:`ConformanceError` (with the table) unless the
     implementation conforms (known divergences allowed unless ``allow_known=False``)."""
-    report = check(adapter, etas=etas, seed=seed, batch=batch, dim=dim, k=k, steps=steps)
+    report = check(
+        adapter, etas=etas, seed=seed, batch=batch, dim=dim, k=k, steps=steps, q_steps=q_steps
+    )
     if not report.conforms or (not allow_known and report.known):
         raise ConformanceError("\n" + report.table())
     return report

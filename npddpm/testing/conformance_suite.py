@@ -11,6 +11,10 @@ from npddpm.testing import pytest_plugin as plugin
 
 
 def pytest_generate_tests(metafunc: Any) -> None:
+    if "npddpm_drawn" in metafunc.fixturenames:
+        found = plugin.adapters(metafunc.config)
+        metafunc.parametrize("npddpm_drawn", found, ids=[a.name for a in found])
+        return
     if "npddpm_row" not in metafunc.fixturenames:
         return
     cases, ids = [], []
@@ -42,3 +46,18 @@ def test_conformance(npddpm_row: Any, request: Any) -> None:
     if reason is not None:
         pytest.xfail(f"{reason} — {message}")
     pytest.fail(message, pytrace=False)
+
+
+def test_drawn(npddpm_drawn: Any, request: Any) -> None:
+    """Single-step checks drawn by hypothesis (``--npddpm-max-examples``); a failure shrinks
+    to the smallest case and prints the call that reproduces it. Declared divergences are
+    not failures."""
+    from npddpm.testing.base import drawn_conformance
+
+    divergences = plugin.declared(request.config)
+    try:
+        drawn_conformance(
+            npddpm_drawn, max_examples=plugin.max_examples(request.config), divergences=divergences
+        )
+    except AssertionError as exc:
+        pytest.fail(str(exc), pytrace=False)

@@ -19,7 +19,10 @@ mapping of check-id pattern → reason, patterns in fnmatch syntax matched again
 id, e.g. ``"*::ddim.mean(eta=0)::*" = "we do not re-derive ε"``) turns the failures it names
 into xfails with that reason; anything else that differs fails. ``--npddpm-report FILE``
 writes the versioned JSON report (the schema of ``npddpm conform --json``).
-``--npddpm-max-examples N`` caps the hypothesis examples of the checks that draw them.
+``--npddpm-max-examples N`` (default 20) sets the hypothesis examples of
+``test_drawn[<adapter>]``, single-step checks at drawn t, batch, width, seed and η whose
+failure shrinks to a minimal case printed as a reproducing call
+(:func:`npddpm.testing.base.drawn_conformance`).
 
 pytest loads this module in every session of an environment where npddpm is installed;
 without ``--npddpm-impl`` (or ``NPDDPM_IMPL``) it only registers its options. Loading it
@@ -160,9 +163,27 @@ def reports(config: Any) -> list:
     return state["reports"]
 
 
+def adapters(config: Any) -> list:
+    """The adapters among the named checks (what the drawn checks run on)."""
+    from npddpm.conformance import Adapter
+
+    return [a for a in getattr(config, _KEY)["items"] if isinstance(a, Adapter)]
+
+
+def max_examples(config: Any) -> int:
+    """``--npddpm-max-examples`` (default 20)."""
+    n = config.getoption("--npddpm-max-examples")
+    return 20 if n is None else int(n)
+
+
 def check_id(report: Any, row: Any) -> str:
     """The test id of ``row``: ``<adapter>::<quantity>::<t>``."""
     return f"{report.adapter}::{row.quantity}::{row.t_range}"
+
+
+def declared(config: Any) -> dict[str, str]:
+    """The declared divergences (pattern → reason)."""
+    return dict(getattr(config, _KEY)["divergences"])
 
 
 def divergence(config: Any, test_id: str) -> str | None:

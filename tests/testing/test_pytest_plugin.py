@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ("pytester",)
-
 IMPL = '''
 import numpy as np
 from npddpm.conformance import CallablesAdapter
@@ -90,11 +88,14 @@ def test_a_conforming_implementation_passes_check_by_check(impl):
 
 
 def test_a_faulty_implementation_fails_with_the_fault_named(impl):
-    result = impl.runpytest("--npddpm-impl=myimpl:bad", "-q")
+    result = impl.runpytest("--npddpm-impl=myimpl:bad", "--npddpm-max-examples=10", "-q")
     assert result.ret == 1
     out = result.stdout.str()
     assert "off-by-one timestep (uses t+1)" in out and "noise added at the last step" in out
     assert "worst error/tolerance" in out
+    # the drawn check shrank its failure and printed the call that reproduces it
+    assert "test_drawn[mine-bad]" in out and "the smallest failing case" in out
+    assert "print(check(adapter, steps=[" in out
 
 
 def test_divergences_file_makes_xfails_with_the_reason(impl, tmp_path):

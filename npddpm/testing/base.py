@@ -1,0 +1,173 @@
+"""Base test classes a user subclasses in their own suite, with their own fixtures, and the
+hypothesis-driven conformance check that shrinks a failure to a minimal, printable case.
+
+::
+
+    import pytest
+    from npddpm.testing.base import ConformanceTests
+
+    class TestMyScheduler(ConformanceTests):
+        divergences = {"*::ddim.mean(eta=*)::*": "we keep the model's ε after clipping"}
+
+        @pytest.fixture(scope="class")
+        @classmethod
+        def npddpm_adapter(cls):
+            return CallablesAdapter(name="mine", alphas_cumprod=..., ddpm_step_fn=...)
+
+Each ``test_*`` method checks one family of rows of :func:`npddpm.conformance.check`'s report
+(the ᾱ table, q_sample, the DDPM step, the DDIM step, what the adapter found at construction)
+and fails with every non-conforming row of that family; a row matching a ``divergences``
+pattern (fnmatch on ``<adapter>::<quantity>::<t>``) is an expected failure. ``test_drawn``
+lets hypothesis draw the timestep, batch, width, seed and η of single-step checks; a
+failure is shrunk to the smallest such case and printed as a call that reproduces it.
+The ``npddpm_adapter`` fixture must be class-scoped (or wider; as a class method, which
+pytest asks of class-scoped fixtures in a class): the report is computed once per class.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any, ClassVar
+
+import pytest
+
+__all__ = ["ConformanceTests", "drawn_conformance"]
+
+
+def _failures(report: Any, prefixes: tuple[str, ...], divergences: dict[str, str]) -> None:
+    """Fail (or xfail, when every failure is declared) on the report's rows of ``prefixes``."""
+    bad: list[str] = []
+    declared: list[str] = []
+    for row in report.rows:
+        if not row.quantity.startswith(prefixes) or row.verdict != "FAIL":
+            continue
+        test_id = f"{report.adapter}::{row.quantity}::{row.t_range}"
+        reason = next((r for p, r in divergences.items() if fnmatch.fnmatchcase(test_id, p)), None)
+        line = (
+            f"{test_id}: {row.diagnosis or 'does not conform'} (worst error/tolerance "
+            f"{row.worst_ratio:.3g}" + (f", at {row.where}" if row.where else "") + ")"
+        )
+        (declared if reason is not None else bad).append(line + (f" — {reason}" if reason else ""))
+    if bad:
+        pytest.fail("\n".join(bad), pytrace=False)
+    if declared:
+        pytest.xfail("; ".join(declared))
+
+
+def drawn_conformance(
+    adapter: Any, *, max_examples: int = 25, divergences: dict[str, str] | None = None
+) -> None:
+    """Let hypothesis draw single-step checks of ``adapter`` — the timestep (from its chain),
+    the batch, the width of a sample (when it takes (B, D)), the input seed and η — and
+    raise AssertionError with a reproducing call for the smallest failing case.
+
+    Each drawn case is ``check(adapter, steps=[t], q_steps=[t], batch=B, dim=D, seed=S,
+    etas=(η,))``; hypothesis shrinks B, D, t, S and η towards the simplest failing case.
+    Rows matching a ``divergences`` pattern are not failures.
+    """
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from npddpm.conformance import check
+
+    chain = list(adapter.timesteps)
+    dims = st.just(None) if adapter.sample_shape is not None else st.integers(1, 6)
+    found: list[str] = []
+
+    @settings(
+        max_examples=max_examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(
+        i=st.integers(0, len(chain) - 1),
+        batch=st.integers(2, 8),
+        dim=dims,
+        input_seed=st.integers(0, 2**16),
+        eta=st.sampled_from([0.0, 1.0, 0.5]),
+    )
+    def case(i: int, batch: int, dim: int | None, input_seed: int, eta: float) -> None:
+        t = chain[-1 - i]  # i = 0 is the last step (t smallest): shrinking goes there
+        report = check(
+            adapter,
+            steps=[t],
+            q_steps=[t],
+            batch=batch,
+            dim=dim,
+            seed=input_seed,
+            etas=(eta,),
+        )
+        rows = [
+            r
+            for r in report.failures
+            if r.quantity != "alphas_cumprod"
+            and not any(
+                fnmatch.fnmatchcase(f"{report.adapter}::{r.quantity}::{r.t_range}", p)
+                for p in (divergences or {})
+            )
+        ]
+        if rows:
+            call = (
+                f"check(adapter, steps=[{t}], q_steps=[{t}], batch={batch}, dim={dim}, "
+                f"seed={input_seed}, etas=({eta},))"
+            )
+            found[:] = [
+                f"{adapter.name}: the smallest failing case hypothesis found, reproduced by\n"
+                f"    from npddpm.conformance import check\n"
+                f"    print({call}.table())\n"
+                + "\n".join(f"  {r.quantity} {r.t_range}: {r.diagnosis}" for r in rows)
+            ]
+            raise AssertionError(found[0])
+
+    try:
+        case()
+    except AssertionError:
+        if not found:
+            raise
+        raise AssertionError(found[0]) from None
+
+
+class ConformanceTests:
+    """Subclass (as ``Test…``) and give a class-scoped ``npddpm_adapter`` fixture."""
+
+    #: fnmatch pattern on ``<adapter>::<quantity>::<t>`` → reason: expected failures
+    divergences: ClassVar[dict[str, str]] = {}
+    #: keyword arguments of :func:`npddpm.conformance.check`
+    check_kwargs: ClassVar[dict[str, Any]] = {}
+    #: hypothesis examples of :meth:`test_drawn`
+    max_examples: ClassVar[int] = 20
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def npddpm_report(cls, npddpm_adapter: Any) -> Any:
+        from npddpm.conformance import check
+
+        return check(npddpm_adapter, **cls.check_kwargs)
+
+    def test_alphas_cumprod(self, npddpm_report: Any) -> None:
+        """The ᾱ table against the schedule the implementation claims."""
+        _failures(npddpm_report, ("alphas_cumprod",), self.divergences)
+
+    def test_q_sample(self, npddpm_report: Any) -> None:
+        """q(x_t | x_0) at every t."""
+        _failures(npddpm_report, ("q_sample",), self.divergences)
+
+    def test_ddpm_step(self, npddpm_report: Any) -> None:
+        """The DDPM step: mean, noise term and x̂₀, at every checked t."""
+        _failures(npddpm_report, ("ddpm.",), self.divergences)
+
+    def test_ddim_step(self, npddpm_report: Any) -> None:
+        """The DDIM step, at every η checked."""
+        _failures(npddpm_report, ("ddim.",), self.divergences)
+
+    def test_construction_findings(self, npddpm_report: Any) -> None:
+        """What the adapter found wrong when it was built (e.g. a chain with t = −1)."""
+        _failures(npddpm_report, ("chain",), self.divergences)
+
+    def test_drawn(self, npddpm_adapter: Any) -> None:
+        """Single-step checks drawn by hypothesis; a failure shrinks to a minimal case."""
+        drawn_conformance(
+            npddpm_adapter, max_examples=self.max_examples, divergences=self.divergences
+        )
