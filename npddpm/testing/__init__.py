@@ -5,6 +5,7 @@ from .identities import (
     IdentityReport,
     IdentityRow,
     assert_schedule_identities,
+    check_schedule_constructor,
     check_schedule_identities,
 )
 
@@ -12,5 +13,6 @@ __all__ = [
     "IdentityReport",
     "IdentityRow",
     "assert_schedule_identities",
+    "check_schedule_constructor",
     "check_schedule_identities",
 ]

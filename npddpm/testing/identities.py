@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -49,6 +49,7 @@ __all__ = [
     "IdentityReport",
     "IdentityRow",
     "assert_schedule_identities",
+    "check_schedule_constructor",
     "check_schedule_identities",
 ]
 
@@ -309,3 +310,70 @@ def assert_schedule_identities(**kwargs: Any) -> IdentityReport:
     if not report.ok:
         raise AssertionError("\n" + report.table())
     return report
+
+
+def check_schedule_constructor(
+    constructor: Any,
+    *,
+    T: Any = (2, 1000),
+    params: dict[str, Any] | None = None,
+    max_examples: int = 50,
+) -> None:
+    """The property form: hypothesis draws T (and the constructor's parameters) and every
+    schedule identity must hold on what ``constructor(T, **params)`` returns.
+
+    Parameters
+    ----------
+    constructor : callable
+        ``constructor(T, **params)`` → β, shape (T,), or a dict of tables accepted by
+        :func:`check_schedule_identities` (``betas``, ``alphas_cumprod``, derived tables).
+    T : (int, int) or hypothesis strategy
+        The range of T (inclusive), or a strategy for it.
+    params : dict of name → hypothesis strategy, optional
+        Strategies for the constructor's keyword parameters.
+    max_examples : int
+
+    Raises
+    ------
+    AssertionError
+        With the smallest failing (T, parameters) hypothesis found and its report.
+    """
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    t_strategy = st.integers(*T) if isinstance(T, tuple) else T
+    strategies = dict(params or {})
+    found: list[str] = []
+
+    @settings(
+        max_examples=max_examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(t=t_strategy, kw=st.fixed_dictionaries(strategies))
+    def prop(t: int, kw: dict[str, Any]) -> None:
+        args = ", ".join([str(t), *(f"{k}={v!r}" for k, v in kw.items())])
+        try:
+            out = constructor(t, **kw)
+        except Exception as exc:  # the constructor under test raised: a finding
+            found[:] = [f"constructor({args}) raised {type(exc).__name__}: {exc}"]
+            raise AssertionError(found[0]) from None
+        tabs = dict(out) if isinstance(out, dict) else {"betas": out}
+        first = tabs.get("betas", tabs.get("alphas_cumprod"))
+        shape = None if first is None else np.shape(cast(Any, first))
+        if shape != (t,):
+            found[:] = [f"constructor({args}) returned shape {shape}, expected ({t},)"]
+            raise AssertionError(found[0])
+        report = check_schedule_identities(**tabs)
+        if not report.ok:
+            found[:] = [f"constructor({args}) breaks a schedule identity:\n{report.table()}"]
+            raise AssertionError(found[0])
+
+    try:
+        prop()
+    except AssertionError:
+        if not found:
+            raise
+        raise AssertionError(found[0]) from None

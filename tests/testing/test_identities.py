@@ -158,3 +158,27 @@ def test_bad_input_is_a_clear_error():
         check_schedule_identities(betas=s.betas, alphas_cumprod=s.alphas_cumprod[:9])
     with pytest.raises(TypeError, match="needs respaced_betas"):
         check_schedule_identities(betas=s.betas, timesteps=[0, 5])
+
+
+def test_schedule_constructor_property_passes_npddpm_and_shrinks_a_bug():
+    from hypothesis import strategies as st
+
+    from npddpm.testing import check_schedule_constructor
+
+    check_schedule_constructor(
+        lambda T, s: get_named_beta_schedule("cosine", T, s=s),
+        T=(2, 2000),
+        params={"s": st.floats(0.0, 0.1)},
+        max_examples=30,
+    )
+
+    def buggy(T):  # β > 1 once T > 600: a clip written as max instead of min
+        b = get_named_beta_schedule("linear_unscaled", T)
+        return np.maximum(b, 1.5) if T > 600 else b
+
+    with pytest.raises(AssertionError, match=r"constructor\(601\) breaks a schedule identity"):
+        check_schedule_constructor(buggy, T=(2, 2000), max_examples=60)
+    with pytest.raises(AssertionError, match=r"returned shape \(\d+,\), expected"):
+        check_schedule_constructor(lambda T: np.full(T + 1, 0.01), T=(2, 50))
+    with pytest.raises(AssertionError, match="raised ZeroDivisionError"):
+        check_schedule_constructor(lambda T: 1 / 0, T=(2, 50))
