@@ -3,7 +3,8 @@ hypothesis-driven conformance check that shrinks a failure to a minimal, printab
 
 ::
 
-    import pytest
+    import numpy as np
+import pytest
     from npddpm.testing.base import ConformanceTests
 
     class TestMyScheduler(ConformanceTests):
@@ -29,6 +30,7 @@ from __future__ import annotations
 import fnmatch
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 
 __all__ = ["ConformanceTests", "drawn_conformance"]
@@ -57,21 +59,31 @@ def _failures(report: Any, prefixes: tuple[str, ...], divergences: dict[str, str
 def drawn_conformance(
     adapter: Any, *, max_examples: int = 25, divergences: dict[str, str] | None = None
 ) -> None:
-    """Let hypothesis draw single-step checks of ``adapter`` — the timestep (from its chain),
-    the batch, the width of a sample (when it takes (B, D)), the input seed and η — and
-    raise AssertionError with a reproducing call for the smallest failing case.
+    """Let hypothesis draw single-step checks of ``adapter`` and raise AssertionError with a
+    reproducing call for the smallest failing case.
 
-    Each drawn case is ``check(adapter, steps=[t], q_steps=[t], batch=B, dim=D, seed=S,
-    etas=(η,))``; hypothesis shrinks B, D, t, S and η towards the simplest failing case.
-    Rows matching a ``divergences`` pattern are not failures.
+    ``adapter`` is an :class:`~npddpm.conformance.Adapter` (the draws are the timestep, from
+    its chain, the batch, the width of a sample when it takes (B, D), the input seed and η),
+    or a callable ``make(betas=, dtype=) -> Adapter`` building the implementation for a
+    schedule and precision: then the schedule (:func:`npddpm.testing.strategies.schedules`,
+    T ≤ 100, named or random β) and the dtype (float64, float32) are drawn too. Each case is
+    ``check(adapter, steps=[t], q_steps=[t], batch=B, dim=D, seed=S, etas=(η,))``;
+    hypothesis shrinks every draw towards the simplest failing case. Rows matching a
+    ``divergences`` pattern are not failures.
     """
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from npddpm.conformance import check
+    from npddpm.conformance import Adapter, check
 
-    chain = list(adapter.timesteps)
-    dims = st.just(None) if adapter.sample_shape is not None else st.integers(1, 6)
+    from .strategies import schedules
+
+    make = None if isinstance(adapter, Adapter) else adapter
+    if make is not None and not callable(make):
+        raise TypeError(
+            "adapter must be an npddpm.conformance.Adapter or a callable make(betas=, dtype=) "
+            f"returning one; got {type(adapter).__name__}"
+        )
     found: list[str] = []
 
     @settings(
@@ -79,26 +91,25 @@ def drawn_conformance(
         deadline=None,
         database=None,
         derandomize=True,
-        suppress_health_check=[HealthCheck.too_slow],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    @given(
-        i=st.integers(0, len(chain) - 1),
-        batch=st.integers(2, 8),
-        dim=dims,
-        input_seed=st.integers(0, 2**16),
-        eta=st.sampled_from([0.0, 1.0, 0.5]),
-    )
-    def case(i: int, batch: int, dim: int | None, input_seed: int, eta: float) -> None:
-        t = chain[-1 - i]  # i = 0 is the last step (t smallest): shrinking goes there
-        report = check(
-            adapter,
-            steps=[t],
-            q_steps=[t],
-            batch=batch,
-            dim=dim,
-            seed=input_seed,
-            etas=(eta,),
-        )
+    @given(data=st.data())
+    def case(data: Any) -> None:
+        setup = ""
+        ad = adapter
+        if make is not None:
+            sched = data.draw(schedules(min_T=2, max_T=100), label="schedule")
+            dt = data.draw(st.sampled_from(["float64", "float32"]), label="dtype")
+            b = np.asarray(sched.betas, dtype=np.float64)
+            ad = make(betas=b, dtype=np.dtype(dt))
+            setup = f"    adapter = make(betas=np.array({b.tolist()!r}), dtype=np.dtype({dt!r}))\n"
+        chain = list(ad.timesteps)
+        t = chain[-1 - data.draw(st.integers(0, len(chain) - 1), label="step from the end")]
+        batch = data.draw(st.integers(2, 8), label="batch")
+        dim = None if ad.sample_shape is not None else data.draw(st.integers(1, 6), label="dim")
+        seed = data.draw(st.integers(0, 2**16), label="seed")
+        eta = data.draw(st.sampled_from([0.0, 1.0, 0.5]), label="eta")
+        report = check(ad, steps=[t], q_steps=[t], batch=batch, dim=dim, seed=seed, etas=(eta,))
         rows = [
             r
             for r in report.failures
@@ -111,11 +122,11 @@ def drawn_conformance(
         if rows:
             call = (
                 f"check(adapter, steps=[{t}], q_steps=[{t}], batch={batch}, dim={dim}, "
-                f"seed={input_seed}, etas=({eta},))"
+                f"seed={seed}, etas=({eta},))"
             )
             found[:] = [
-                f"{adapter.name}: the smallest failing case hypothesis found, reproduced by\n"
-                f"    from npddpm.conformance import check\n"
+                f"{ad.name}: the smallest failing case hypothesis found, reproduced by\n"
+                f"    import numpy as np\n    from npddpm.conformance import check\n{setup}"
                 f"    print({call}.table())\n"
                 + "\n".join(f"  {r.quantity} {r.t_range}: {r.diagnosis}" for r in rows)
             ]

@@ -104,3 +104,40 @@ def test_drawn_failure_shrinks_and_prints_a_call_that_reproduces_it():
 
     report = eval(call[len("print(") : -len(".table())")], {"check": check, "adapter": adapter})
     assert not report.conforms  # the printed call reproduces the failure
+
+
+def _make(fault):
+    """make(betas=, dtype=): an implementation for any schedule and precision."""
+
+    def make(betas, dtype):
+        b = np.asarray(betas, dtype=dtype)
+        ab = np.cumprod(1 - b)
+        abp = np.append(dtype.type(1), ab[:-1])
+
+        def ddpm(mo, xt, t, z):
+            x0 = np.clip((xt - np.sqrt(1 - ab[t]) * mo) / np.sqrt(ab[t]), -1, 1)
+            c1 = np.sqrt(abp[t]) * b[t] / (1 - ab[t])
+            c2 = np.sqrt(1 - b[t]) * (1 - abp[t]) / (1 - ab[t])
+            var = b[t] * (1 - abp[t]) / (1 - ab[t]) if t > 0 else b[1] * (1 - ab[0]) / (1 - ab[1])
+            mask = t > 0 or (fault and len(b) > 20)  # noise (√β̃₁) at t = 0 when T > 20
+            return c1 * x0 + c2 * xt + (np.sqrt(var) * z if mask else 0 * z), x0
+
+        return CallablesAdapter(name="made", alphas_cumprod=ab, dtype=dtype, ddpm_step_fn=ddpm)
+
+    return make
+
+
+def test_drawn_schedules_and_dtypes():
+    drawn_conformance(_make(False), max_examples=15)
+    with pytest.raises(AssertionError) as exc:
+        drawn_conformance(_make(True), max_examples=60)
+    msg = str(exc.value)
+    assert "adapter = make(betas=np.array(" in msg and "noise added at the last step" in msg
+    setup = next(ln.strip() for ln in msg.splitlines() if ln.strip().startswith("adapter = make("))
+    from npddpm.conformance import check
+
+    env = {"np": np, "make": _make(True), "check": check}
+    exec(setup, env)
+    assert len(env["adapter"].alphas_cumprod) == 21  # shrunk to the smallest failing T
+    call = next(ln.strip() for ln in msg.splitlines() if ln.strip().startswith("print("))
+    assert not eval(call[len("print(") : -len(".table())")], env).conforms
