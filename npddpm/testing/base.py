@@ -57,7 +57,7 @@ def _failures(report: Any, prefixes: tuple[str, ...], divergences: dict[str, str
 
 
 def drawn_conformance(
-    adapter: Any, *, max_examples: int = 25, divergences: dict[str, str] | None = None
+    adapter: Any, *, max_examples: int | None = None, divergences: dict[str, str] | None = None
 ) -> None:
     """Let hypothesis draw single-step checks of ``adapter`` and raise AssertionError with a
     reproducing call for the smallest failing case.
@@ -69,7 +69,8 @@ def drawn_conformance(
     T ≤ 100, named or random β) and the dtype (float64, float32) are drawn too. Each case is
     ``check(adapter, steps=[t], q_steps=[t], batch=B, dim=D, seed=S, etas=(η,))``;
     hypothesis shrinks every draw towards the simplest failing case. Rows matching a
-    ``divergences`` pattern are not failures.
+    ``divergences`` pattern are not failures. The active hypothesis profile applies (its
+    seed policy and example count; ``max_examples`` overrides the count).
     """
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
@@ -86,12 +87,14 @@ def drawn_conformance(
         )
     found: list[str] = []
 
+    overrides: dict[str, Any] = {} if max_examples is None else {"max_examples": max_examples}
+
     @settings(
-        max_examples=max_examples,
+        settings.default,  # the active profile: its seed policy and example count
         deadline=None,
         database=None,
-        derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        **overrides,
     )
     @given(data=st.data())
     def case(data: Any) -> None:
@@ -147,8 +150,8 @@ class ConformanceTests:
     divergences: ClassVar[dict[str, str]] = {}
     #: keyword arguments of :func:`npddpm.conformance.check`
     check_kwargs: ClassVar[dict[str, Any]] = {}
-    #: hypothesis examples of :meth:`test_drawn`
-    max_examples: ClassVar[int] = 20
+    #: hypothesis examples of :meth:`test_drawn` (None: the active profile's)
+    max_examples: ClassVar[int | None] = None
 
     @pytest.fixture(scope="class")
     @classmethod

@@ -19,7 +19,7 @@ mapping of check-id pattern → reason, patterns in fnmatch syntax matched again
 id, e.g. ``"*::ddim.mean(eta=0)::*" = "we do not re-derive ε"``) turns the failures it names
 into xfails with that reason; anything else that differs fails. ``--npddpm-report FILE``
 writes the versioned JSON report (the schema of ``npddpm conform --json``).
-``--npddpm-max-examples N`` (default 20) sets the hypothesis examples of
+``--npddpm-max-examples N`` (default: the active hypothesis profile's) sets the examples of
 ``test_drawn[<adapter>]``, single-step checks at drawn t, batch, width, seed and η whose
 failure shrinks to a minimal case printed as a reproducing call
 (:func:`npddpm.testing.base.drawn_conformance`).
@@ -170,10 +170,10 @@ def adapters(config: Any) -> list:
     return [a for a in getattr(config, _KEY)["items"] if isinstance(a, Adapter)]
 
 
-def max_examples(config: Any) -> int:
-    """``--npddpm-max-examples`` (default 20)."""
+def max_examples(config: Any) -> int | None:
+    """``--npddpm-max-examples`` (None: the active hypothesis profile's count)."""
     n = config.getoption("--npddpm-max-examples")
-    return 20 if n is None else int(n)
+    return None if n is None else int(n)
 
 
 def check_id(report: Any, row: Any) -> str:
