@@ -20,8 +20,10 @@ The naming rule (a verdict is earned):
 3. **Discrimination.** The diagnosis names the row only if, under it, the row matches, and
    the discrepancy it predicts, δ = ref_D − ref, accounts for what was observed, got − ref:
    ``max|got − ref − δ| ≤ tol`` while ``max|got − ref| > tol`` — so δ has the observed
-   size and sign at every element, to within the tolerance. A diagnosis predicting δ = 0
-   (it does not touch this row) can therefore never name it.
+   size and sign at every element, to within the tolerance — and it removes at least half
+   of the discrepancy (worst ratio under the diagnosis ≤ ½ of the claimed reference's), so
+   a row failing by a hair, where the tolerance is wide, is not named by whatever else also
+   fits in it. A diagnosis predicting δ = 0 (it does not touch this row) never names it.
 4. **Choice.** Among single diagnoses that match, the one with the smallest residual names
    the row; pairs are tried only when no single one matches, and a pair is named only if
    neither half alone matches. Anything else is ``"unexplained"``: the row does not conform,
@@ -330,6 +332,13 @@ DIAGNOSES: tuple[Diagnosis, ...] = (
         "Song et al. 2021 §4.2",
         {"ddim_prev_t_minus_1": True},
         quantities=frozenset({"ddim.mean", "ddim.noise"}),
+    ),
+    Diagnosis(
+        "DDPM step ignores the respacing (previous timestep t − 1, the full schedule's β)",
+        "fault",
+        "improved-diffusion respace.py (SpacedDiffusion recomputes β)",
+        {"ddim_prev_t_minus_1": True},
+        quantities=frozenset({"ddpm.mean", "ddpm.noise", "ddpm.x0"}),
     ),
     Diagnosis(
         "DDIM ε not re-derived from the clipped x̂₀",

@@ -211,6 +211,14 @@ class Reference:
             return None
         i, tb, clip, fn, mo = step
         cfg = self.cfg
+        if cfg.ddim_prev_t_minus_1:  # the respacing ignored: the full schedule's step at t
+            j = t + cfg.t_shift
+            if not 0 <= j < self.T:
+                return None
+            out = self.full.p_sample(
+                mo, x_t, np.full(len(x_t), j), noise, clip_denoised=clip, denoised_fn=fn
+            )
+            return out["sample"], out["pred_xstart"]
         if not cfg.closed_form:
             out = self.d.p_sample(mo, x_t, tb, noise, clip_denoised=clip, denoised_fn=fn)
             return out["sample"], out["pred_xstart"]
