@@ -299,8 +299,8 @@ class _Checker:
             done.append((p, res))
         for p, res in done:
             if res.verdict == "FAIL":
-                base = {id(q): r.ratio for q, r in done}
-                self.diagnose(res, p, [q for q, _ in done], base)
+                ratios = {id(q): r.ratio for q, r in done}
+                self.diagnose(res, p, [q for q, _ in done], ratios)
             self.results.append(res)
 
     # ------------------------------------------------------------------ quantities
