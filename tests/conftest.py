@@ -14,8 +14,6 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
-pytest_plugins = ("pytester",)  # the npddpm pytest plugin's own tests drive a pytest inside
-
 settings.register_profile(
     "ci",
     deadline=None,

@@ -1,4 +1,4 @@
-"""ConformanceTests subclassed in a user's suite (run with pytester) and the hypothesis-driven
+"""ConformanceTests subclassed in a user's suite (run in a subprocess) and the hypothesis-driven
 check: a conforming implementation passes every test; a faulty one fails the right test with
 the fault named; a drawn failure shrinks to a small case whose printed call reproduces it."""
 
@@ -7,6 +7,8 @@ import pytest
 
 from npddpm.conformance import CallablesAdapter
 from npddpm.testing.base import drawn_conformance
+
+from ._run import Sandbox
 
 SUITE = """
 import numpy as np
@@ -56,9 +58,10 @@ class TestBad(ConformanceTests):
 """
 
 
-def test_subclassed_in_a_users_suite(pytester):
-    pytester.makepyfile(test_mine=SUITE)
-    result = pytester.runpytest("-q", "-rfxs")
+def test_subclassed_in_a_users_suite():
+    box = Sandbox()
+    box.makepyfile(test_mine=SUITE)
+    result = box.runpytest("-q", "-rfxs")
     outcomes = {k: v for k, v in result.parseoutcomes().items() if k != "warnings"}
     out = result.stdout.str()
     # good: 6 pass; bad: alphas and construction pass, q_sample xfails (declared), the

@@ -1,11 +1,14 @@
-"""The pytest plugin end to end, with pytester: inert without --npddpm-impl; a conforming
-implementation passes check by check; a faulty one fails with the fault named; a divergences
-file turns its failures into xfails with the reason; the JSON report validates."""
+"""The pytest plugin end to end, each session a subprocess in a fresh directory: inert
+without --npddpm-impl; a conforming implementation passes check by check; a faulty one
+fails with the fault named; a divergences file turns its failures into xfails with the
+reason; the JSON report validates."""
 
 import json
 from pathlib import Path
 
 import pytest
+
+from ._run import Sandbox
 
 IMPL = '''
 import numpy as np
@@ -65,10 +68,10 @@ def loop():
 
 
 @pytest.fixture
-def impl(pytester):
-    pytester.makepyfile(myimpl=IMPL)
-    pytester.syspathinsert()
-    return pytester
+def impl():
+    box = Sandbox()
+    box.makepyfile(myimpl=IMPL)
+    return box
 
 
 def test_inert_without_an_implementation(impl):
