@@ -58,6 +58,7 @@ class TestBad(ConformanceTests):
 """
 
 
+@pytest.mark.slow
 def test_subclassed_in_a_users_suite():
     box = Sandbox()
     box.makepyfile(test_mine=SUITE)

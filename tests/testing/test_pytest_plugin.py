@@ -10,6 +10,8 @@ import pytest
 
 from ._run import Sandbox
 
+pytestmark = pytest.mark.slow  # each test runs pytest sessions in subprocesses (5–15 s)
+
 IMPL = '''
 import numpy as np
 from npddpm.conformance import CallablesAdapter
