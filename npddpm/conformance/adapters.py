@@ -138,6 +138,12 @@ class Adapter:
         """T, the length of ``alphas_cumprod``."""
         return int(self.alphas_cumprod.size)
 
+    @property
+    def output_channels(self) -> int:
+        """How many blocks of D values a model output has: 2 for a learned variance (mean,
+        then variance channels), else 1."""
+        return 2 if self.var_type.startswith("learned") else 1
+
     def label(self, t: int) -> int:
         """The original timestep of index ``t`` (``t`` itself without ``labels``)."""
         return t if self.labels is None else int(self.labels[t])
@@ -225,8 +231,7 @@ class CallablesAdapter(Adapter):
         return [np.asarray(self.to_impl(a, channels), dtype=self.dtype) for a in arrays]
 
     def _mo(self, mo: Array) -> Array:
-        ch = 2 if self.var_type.startswith("learned") else 1
-        return self._cast(mo, channels=ch)[0]
+        return self._cast(mo, channels=self.output_channels)[0]
 
     def q_sample(self, x0, t, noise):
         """``q_sample_fn(x0, t, noise)`` in the adapter's dtype and shape, float64 (B, D)."""
@@ -337,7 +342,7 @@ class ImprovedDiffusionAdapter(Adapter):
         return self._out(out)
 
     def _model(self, model_output: Array) -> Callable:
-        mo = self._in(model_output, 2 if self.var_type.startswith("learned") else 1)
+        mo = self._in(model_output, self.output_channels)
         return lambda x, t, **kw: mo
 
     def ddpm_step(self, model_output, x_t, t, noise):

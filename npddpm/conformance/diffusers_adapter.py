@@ -162,7 +162,6 @@ class DiffusersAdapter(Adapter):
                 )
             )
             ts = [t for t in ts if 0 <= t < T]
-        self.variance_type = cfg.get("variance_type", "fixed_small")
         super().__init__(
             name=name or f"diffusers {cls}",
             alphas_cumprod=scheduler.alphas_cumprod.numpy(),
@@ -193,7 +192,7 @@ class DiffusersAdapter(Adapter):
         return self.torch.from_numpy(np.ascontiguousarray(self.to_impl(a, channels), dtype=dtype))
 
     def _mo(self, mo: Array) -> Any:
-        return self._tensor(mo, 2 if self.var_type.startswith("learned") else 1)
+        return self._tensor(mo, self.output_channels)
 
     def q_sample(self, x0, t, noise):
         """``scheduler.add_noise(x0, noise, t)`` in ``sample_dtype``, as float64 (B, D)."""
