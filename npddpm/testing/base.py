@@ -27,11 +27,12 @@ pytest asks of class-scoped fixtures in a class): the report is computed once pe
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+
+from .pytest_plugin import check_id, declared_reason
 
 __all__ = ["ConformanceTests", "drawn_conformance"]
 
@@ -43,8 +44,8 @@ def _failures(report: Any, prefixes: tuple[str, ...], divergences: dict[str, str
     for row in report.rows:
         if not row.quantity.startswith(prefixes) or row.verdict != "FAIL":
             continue
-        test_id = f"{report.adapter}::{row.quantity}::{row.t_range}"
-        reason = next((r for p, r in divergences.items() if fnmatch.fnmatchcase(test_id, p)), None)
+        test_id = check_id(report, row)
+        reason = declared_reason(divergences, test_id)
         line = (
             f"{test_id}: {row.diagnosis or 'does not conform'} (worst error/tolerance "
             f"{row.worst_ratio:.3g}" + (f", at {row.where}" if row.where else "") + ")"
@@ -117,10 +118,7 @@ def drawn_conformance(
             r
             for r in report.failures
             if r.quantity != "alphas_cumprod"
-            and not any(
-                fnmatch.fnmatchcase(f"{report.adapter}::{r.quantity}::{r.t_range}", p)
-                for p in (divergences or {})
-            )
+            and declared_reason(divergences or {}, check_id(report, r)) is None
         ]
         if rows:
             call = (

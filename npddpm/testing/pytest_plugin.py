@@ -186,12 +186,18 @@ def declared(config: Any) -> dict[str, str]:
     return dict(getattr(config, _KEY)["divergences"])
 
 
-def divergence(config: Any, test_id: str) -> str | None:
-    """The declared reason for ``test_id``, or None."""
-    for pattern, reason in getattr(config, _KEY)["divergences"].items():
+def declared_reason(divergences: dict[str, str], test_id: str) -> str | None:
+    """The reason of the first pattern in ``divergences`` that ``test_id`` matches (fnmatch),
+    or None."""
+    for pattern, reason in divergences.items():
         if fnmatch.fnmatchcase(test_id, pattern):
             return reason
     return None
+
+
+def divergence(config: Any, test_id: str) -> str | None:
+    """The declared reason for ``test_id``, or None."""
+    return declared_reason(getattr(config, _KEY)["divergences"], test_id)
 
 
 def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
