@@ -334,13 +334,18 @@ def test_trailing_chain_with_minus_one_is_a_finding_not_a_crash(diffusers):
     assert chain and "[-1]" in chain[0].diagnosis, r.table()
 
 
-@pytest.mark.torch
-def test_zero_snr_ddim_eta_1_nan_is_the_documented_divergence(diffusers):
-    """huggingface/diffusers#5969: at ᾱ_t = 0 with η = 1 the float32 radicand of the DDIM
-    direction coefficient rounds below 0 and the step is NaN (scaled_linear, zero SNR)."""
-    from npddpm.conformance import DiffusersAdapter
+def _zero_snr_ddim(diffusers, nudge: bool):
+    """diffusers' zero-SNR DDIM; with ``nudge`` its η-variance is one float32 ulp larger, so the
+    radicand 1 − ᾱ_prev − σ² at ᾱ_t = 0 is negative on every platform (without it, whether
+    the float32 radicand rounds to −1 ulp or +1 ulp depends on the CPU's vector unit: −5.96e-8
+    on AVX2 machines, +5.96e-8 on AVX-512 ones)."""
 
-    sched = diffusers.DDIMScheduler(
+    class Nudged(diffusers.DDIMScheduler):
+        def _get_variance(self, timestep, prev_timestep):
+            v = super()._get_variance(timestep, prev_timestep)
+            return v * (1 + 2**-22) if nudge else v
+
+    return Nudged(
         num_train_timesteps=1000,
         rescale_betas_zero_snr=True,
         prediction_type="v_prediction",
@@ -349,10 +354,30 @@ def test_zero_snr_ddim_eta_1_nan_is_the_documented_divergence(diffusers):
         beta_start=0.00085,
         beta_end=0.012,
     )
+
+
+def _radicand_negative(sched) -> bool:
+    sched.set_timesteps(50)
+    a_p = sched.alphas_cumprod[979]
+    return float(1 - a_p - sched._get_variance(999, 979)) < 0
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("nudge", [False, True], ids=["as_shipped", "radicand_forced_negative"])
+def test_zero_snr_ddim_eta_1_nan_is_the_documented_divergence(diffusers, nudge):
+    """huggingface/diffusers#5969: at ᾱ_t = 0 with η = 1 the float32 radicand of the DDIM
+    direction coefficient can round below 0 and the step is then NaN (scaled_linear, zero
+    SNR). Where it does the report names the divergence; where it does not (this platform's
+    rounding) there is nothing to name and the report must not claim it."""
+    from npddpm.conformance import DiffusersAdapter
+
+    sched = _zero_snr_ddim(diffusers, nudge)
+    negative = _radicand_negative(sched)
+    assert negative or not nudge
     r = check(DiffusersAdapter(sched, num_inference_steps=50), etas=(1.0,))
     assert r.conforms, r.table()
     names = {row.diagnosis for row in r.known}
-    assert any("not clamped" in n for n in names), r.table()
+    assert any("not clamped" in n for n in names) == negative, r.table()
 
 
 def _schema():
