@@ -3,18 +3,30 @@
 Three families: improved-diffusion's :func:`space_timesteps` (exact semantics), diffusers'
 :func:`diffusers_timesteps` (exactly what ``set_timesteps`` returns, quirks included), and
 npddpm's own :func:`inference_timesteps` (exact integer arithmetic, always N distinct steps).
-All are re-exported by :mod:`npddpm.schedules`.
+All are re-exported by :mod:`npddpm.schedules`. For the continuous-time solvers,
+:func:`noise_levels` spaces N steps on a :mod:`npddpm.paths` path (Karras ρ, exponential,
+log-SNR-uniform, time-uniform, time-quadratic).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from ._checks import as_int, choose
 
-__all__ = ["diffusers_timesteps", "inference_timesteps", "space_timesteps"]
+__all__ = [
+    "NOISE_SPACINGS",
+    "diffusers_timesteps",
+    "inference_timesteps",
+    "noise_levels",
+    "space_timesteps",
+]
+
+#: The spacings :func:`noise_levels` knows.
+NOISE_SPACINGS = ("karras", "exponential", "log_snr", "time_uniform", "time_quadratic")
 
 
 def space_timesteps(num_timesteps: int, section_counts: str | Iterable[int]) -> set[int]:
@@ -171,3 +183,66 @@ def inference_timesteps(
     else:
         ts = k * (T // N)
     return np.sort(ts)
+
+
+def noise_levels(
+    path: Any,
+    steps: int,
+    spacing: str = "karras",
+    *,
+    rho: float = 7.0,
+    t_max: float | None = None,
+    t_min: float | None = None,
+) -> np.ndarray:
+    r"""N + 1 times on ``path`` from ``t_max`` (noisiest) down to ``t_min``, float64.
+
+    ``path`` is a :class:`npddpm.paths.NoisePath`; the spacings, with σ̃ = σ/α:
+
+    ``"karras"``          σ̃_i = (σ̃_max^{1/ρ} + i/N·(σ̃_min^{1/ρ} − σ̃_max^{1/ρ}))^ρ
+                          (Karras et al. 2022, Eq. 5; k-diffusion ``get_sigmas_karras``)
+    ``"exponential"``     log σ̃ uniform (k-diffusion ``get_sigmas_exponential``)
+    ``"log_snr"``         λ = log(α/σ) uniform (DPM-Solver's ``'logSNR'``); since λ = −log σ̃
+                          this is the same grid as ``"exponential"``
+    ``"time_uniform"``    t uniform (DPM-Solver's ``'time_uniform'``)
+    ``"time_quadratic"``  √t uniform (DPM-Solver's ``'time_quadratic'``, for t_min ≥ 0)
+
+    The end points are exactly ``t_max`` and ``t_min`` (the path's own unless given). A zero
+    final noise level, where a sampler wants one, is the sampler's ``final="zero"``.
+    """
+    n = as_int(steps, "steps", minimum=1)
+    spacing = choose(spacing, "spacing", NOISE_SPACINGS)
+    hi = float(path.t_max if t_max is None else t_max)
+    lo = float(path.t_min if t_min is None else t_min)
+    if not lo < hi or not path.contains(np.array([lo, hi])):
+        raise ValueError(
+            f"need t_min < t_max inside the path's [{path.t_min:g}, {path.t_max:g}], got "
+            f"t_min={lo:g}, t_max={hi:g}"
+        )
+    ramp = np.arange(n + 1, dtype=np.float64) / n
+    if spacing == "time_uniform":
+        t = hi + ramp * (lo - hi)
+    elif spacing == "time_quadratic":
+        if lo < 0:
+            raise ValueError("spacing='time_quadratic' needs t_min ≥ 0")
+        t = (np.sqrt(hi) + ramp * (np.sqrt(lo) - np.sqrt(hi))) ** 2
+    else:
+        l_hi, l_lo = float(path.lam(hi)), float(path.lam(lo))
+        if spacing == "karras":
+            if not rho > 0:
+                raise ValueError(f"rho must be > 0, got {rho}")
+            if not np.isfinite(l_hi):
+                raise ValueError(
+                    "spacing='karras' needs σ̃ = σ/α finite at t_max (α > 0); lower t_max"
+                )
+            s_hi, s_lo = np.exp(-l_hi) ** (1.0 / rho), np.exp(-l_lo) ** (1.0 / rho)
+            lam = -rho * np.log(s_hi + ramp * (s_lo - s_hi))
+        else:
+            if not np.isfinite(l_hi):
+                raise ValueError(
+                    f"spacing={spacing!r} needs λ finite at t_max (α > 0); lower t_max"
+                )
+            lam = l_hi + ramp * (l_lo - l_hi)
+        t = path.t_of_lam(lam)
+    t = np.asarray(t, dtype=np.float64)
+    t[0], t[-1] = hi, lo
+    return t

@@ -3,13 +3,17 @@ denoiser (:mod:`.mixture`), and the exact output moments of the samplers it driv
 (:mod:`.moments`).
 """
 
+from .flow import PathOracle, flow_map
 from .mixture import GaussianMixture, OracleDenoiser
-from .moments import SamplerMoments, sampler_affine_steps, sampler_moments
+from .moments import SamplerMoments, sampler_affine_steps, sampler_moments, solver_moments
 
 __all__ = [
     "GaussianMixture",
     "OracleDenoiser",
+    "PathOracle",
     "SamplerMoments",
+    "flow_map",
     "sampler_affine_steps",
     "sampler_moments",
+    "solver_moments",
 ]

@@ -29,7 +29,7 @@ Cholesky factor of Σ_k and triangular solves.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -362,15 +362,55 @@ class GaussianMixture:
         r"""log q(x_t) per row, shape (B,) (per-row t allowed)."""
         return self._run(x_t, schedule, t, "log_prob")
 
+    def posterior_mean_at(self, x: npt.ArrayLike, alpha: npt.ArrayLike,
+                          sigma: npt.ArrayLike) -> Array:
+        r"""E[x₀ | x] for x = α x₀ + σ ε at any level (α ≥ 0, σ > 0; one per row or one for
+        all), shape of x. It depends on x/σ and α/σ only, so α = 0 (pure noise) is allowed."""
+        xf, _ = self._flat(x, "x")
+        B = xf.shape[0]
+        a = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (B,))
+        s = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (B,))
+        if np.any(s <= 0) or np.any(a < 0):
+            raise ValueError("posterior_mean_at needs α ≥ 0 and σ > 0")
+        u = a / s
+        out = self._posterior(xf / s[:, None], u * u, np.ones(B))["x0_mean"]
+        return np.asarray(out).reshape(np.shape(x))
+
     def data_score(self, x: npt.ArrayLike) -> Array:
         r"""∇ log p(x) of the mixture itself (the t → −1 limit: ᾱ = 1), shape of x."""
         xf, _ = self._flat(x, "x")
         B = xf.shape[0]
         return self._posterior(xf, np.ones(B), np.zeros(B))["score"].reshape(np.shape(x))
 
-    def denoiser(self, diffusion: GaussianDiffusion) -> OracleDenoiser:
-        """The optimal model for ``diffusion``: see :class:`OracleDenoiser`."""
+    def denoiser(self, diffusion: Any, prediction: str | None = None) -> Any:
+        """The optimal model for ``diffusion``: an :class:`OracleDenoiser` (integer original
+        timesteps, the diffusion's mean_type); for a :mod:`npddpm.paths` path, a
+        :class:`~npddpm.analytic.flow.PathOracle` (real path times, ``prediction`` as given,
+        default ``"eps"``)."""
+        from ..paths import NoisePath
+        from .flow import PathOracle
+
+        if isinstance(diffusion, NoisePath):
+            return PathOracle(self, diffusion, prediction or "eps")
+        if prediction is not None:
+            raise ValueError(
+                "prediction= is for paths; a diffusion's oracle predicts its mean_type"
+            )
         return OracleDenoiser(self, diffusion)
+
+    def flow_map(
+        self,
+        diffusion_or_path: Any,
+        x: npt.ArrayLike,
+        t_from: float,
+        t_to: float | None,
+        **kwargs: Any,
+    ) -> Any:
+        """The exact probability-flow map from ``t_from`` to ``t_to`` (path times; for a
+        diffusion, original timesteps); see :func:`npddpm.analytic.flow.flow_map`."""
+        from .flow import flow_map
+
+        return flow_map(self, diffusion_or_path, np.asarray(x), t_from, t_to, **kwargs)
 
     def __repr__(self) -> str:
         return (

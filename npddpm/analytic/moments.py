@@ -7,7 +7,7 @@ so :func:`sampler_moments` propagates the exact mean and covariance of the sampl
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from .mixture import GaussianMixture
 if TYPE_CHECKING:  # pragma: no cover
     from ..diffusion import GaussianDiffusion
 
-__all__ = ["SamplerMoments", "sampler_affine_steps", "sampler_moments"]
+__all__ = ["SamplerMoments", "sampler_affine_steps", "sampler_moments", "solver_moments"]
 
 Array = np.ndarray
 
@@ -180,6 +180,70 @@ def sampler_moments(
     for _, A, B, v in steps:
         m = A * m + B
         p = A * A * p + v
+    if U is None:
+        return SamplerMoments(m, np.diag(p), mixture)
+    cov = (U * p) @ U.T
+    return SamplerMoments(U @ m, 0.5 * (cov + cov.T), mixture)
+
+
+def solver_moments(
+    sampler: Any,
+    diffusion_or_path: Any,
+    mixture: GaussianMixture,
+    *,
+    steps: int | None = None,
+    start: str = "normal",
+    prediction: str | None = None,
+    **sampler_kwargs: Any,
+) -> SamplerMoments:
+    r"""Exact output mean and covariance of an :mod:`npddpm.samplers` solver (stochastic ones
+    included: ``euler_ancestral``, ``heun`` with churn, ``dpm_solver(algorithm=
+    "sde-dpmsolver++")``) driven by the oracle of single-Gaussian data.
+
+    In the data's eigenbasis the oracle is diagonal and affine, so the solver's output is,
+    per coordinate, ``o = a·y_T + Σ_j b_j z_j + c`` with independent standard normal z_j.
+    a, b_j and c are read off ``N_steps + 2`` runs on the rows y_T ∈ {0, 1}, z = e_j (through
+    the solvers' ``noise=`` argument); then ``E o = a m_T + c`` and ``Var o = a² v_T + Σ b_j²``
+    with y_T ~ N(m_T, v_T): ``start="normal"`` is the solvers' own draw
+    N(0, (α² + σ²)(t_max)), ``"marginal"`` the exact q(x_{t_max}). Exact up to rounding; the
+    sampler must take ``noise=`` if it is stochastic (deterministic ones ignore the rows).
+    """
+    from ..paths import as_path
+    from .flow import PathOracle
+
+    start = choose(start, "start", ("normal", "marginal"))
+    U, lam, mu = _eigenbasis(mixture)
+    D = mixture.dim
+    rotated = GaussianMixture([1.0], mu[None, :], lam[None, :])
+    path = as_path(diffusion_or_path)
+    if prediction is None:
+        mean_type = getattr(diffusion_or_path, "mean_type", "eps")
+        prediction = "eps" if mean_type == "x_prev" else mean_type
+    oracle = PathOracle(rotated, path, prediction)
+    kw = dict(sampler_kwargs, steps=steps, prediction=prediction)
+    probe = sampler(path, oracle, np.zeros((1, D)), **kw, return_trajectory=True)[1]
+    n_steps = probe.shape[0] - 1
+    rows = n_steps + 2
+    y_T = np.zeros((rows, D))
+    y_T[1] = 1.0
+    noise = np.zeros((n_steps, rows, D))
+    for j in range(n_steps):
+        noise[j, 2 + j] = 1.0
+    try:
+        out = sampler(path, oracle, y_T, noise=noise, **kw)
+    except TypeError:  # a deterministic solver without noise=
+        out = sampler(path, oracle, y_T, **kw)
+    c = out[0]
+    a = out[1] - c
+    b = out[2:] - c
+    hi = float(sampler_kwargs.get("t_max") or path.t_max)
+    al, sg = float(path.alpha(hi)), float(path.sigma(hi))
+    if start == "normal":
+        m_T, v_T = np.zeros(D), np.full(D, al * al + sg * sg)
+    else:
+        m_T, v_T = al * mu, al * al * lam + sg * sg
+    m = a * m_T + c
+    p = a * a * v_T + np.sum(b * b, axis=0)
     if U is None:
         return SamplerMoments(m, np.diag(p), mixture)
     cov = (U * p) @ U.T

@@ -9,6 +9,7 @@ vectors in :mod:`npddpm.conformance.vectors`.
 
 from .adapters import Adapter, CallablesAdapter, ImprovedDiffusionAdapter
 from .checker import assert_conforms, check
+from .convergence import ConvergenceResult, convergence_order
 from .diagnoses import DIAGNOSES, Diagnosis
 from .diffusers_adapter import DiffusersAdapter
 from .loop import LOOP_ALPHA, check_loop, default_loop_data
@@ -21,6 +22,7 @@ __all__ = [
     "Adapter",
     "CallablesAdapter",
     "ConformanceError",
+    "ConvergenceResult",
     "Diagnosis",
     "DiffusersAdapter",
     "ImprovedDiffusionAdapter",
@@ -29,6 +31,7 @@ __all__ = [
     "assert_conforms",
     "check",
     "check_loop",
+    "convergence_order",
     "default_loop_data",
     "write_reports",
 ]

@@ -21,6 +21,9 @@ return_trajectory=False)`` (``ddim`` adds ``eta``).
   with it the oracle sampler reproduces Gaussian data exactly (see
   :func:`npddpm.analytic.sampler_moments`). It makes DDIM stochastic even at η = 0 (P ≠ 0).
   The covariance is formed per row, (B, D, D), so it is meant for low-dimensional data.
+* The ODE/SDE solvers (:mod:`.solvers`: ``euler``, ``heun``, ``euler_ancestral``, ``lms``,
+  ``flow_euler``; :mod:`.exponential`: ``dpm_solver``, ``unipc``) take a diffusion or a
+  :mod:`npddpm.paths` path and ``steps``/``spacing``; see :mod:`.solvers`.
 * ``clip_denoised=True`` (improved-diffusion's default) clips x̂₀ to [−1, 1]; pass False for
   data outside [−1, 1] and for any comparison with the exact moments (clipping is not affine).
 """
@@ -28,6 +31,7 @@ return_trajectory=False)`` (``ddim`` adds ``eta``).
 from ..kernels import BACKENDS
 from ._common import step_noise
 from .ancestral import ddim, ddpm
+from .exponential import dpm_solver, unipc
 from .langevin import (
     annealed_langevin,
     eps_from_score_fn,
@@ -35,15 +39,23 @@ from .langevin import (
     predictor_corrector,
     score_from_denoiser,
 )
+from .solvers import euler, euler_ancestral, flow_euler, heun, lms
 
 __all__ = [
     "BACKENDS",
     "annealed_langevin",
     "ddim",
     "ddpm",
+    "dpm_solver",
     "eps_from_score_fn",
+    "euler",
+    "euler_ancestral",
+    "flow_euler",
+    "heun",
     "langevin",
+    "lms",
     "predictor_corrector",
     "score_from_denoiser",
     "step_noise",
+    "unipc",
 ]
