@@ -18,6 +18,9 @@ Two kinds of check, each a :class:`Row`:
     projections against the exact projected mixture CDF, and a χ² test of the sample mean
     against the exact mean and covariance. Each p-value is compared with α/m (Bonferroni over
     all m tests of the run), so the family-wise false-failure probability is :data:`ALPHA`.
+
+Then the score-based samplers (:mod:`.score`) and the ODE/SDE solvers (:mod:`.solvers`:
+identities, exact moments, the flow map and the measured orders).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from .common import (
     projection_ks_pvalues,
 )
 from .score import score_rows
+from .solvers import solver_rows
 
 __all__ = ["LEGEND", "chain_rows", "format_table", "moment_rows", "run_verification"]
 
@@ -223,13 +227,18 @@ def run_verification(*, quick: bool = False, progress: bool | None = False) -> l
             rows = moment_rows(pbar=pbar) + chain_rows(pbar=pbar)
         pbar.set_postfix_str("score-based samplers")
         pbar.update(1)
-        return rows + score_rows(quick=quick)
+        rows = rows + score_rows(quick=quick)
+        pbar.set_postfix_str("ODE/SDE solvers")
+        pbar.update(1)
+        return rows + solver_rows(quick=quick)
 
 
 LEGEND = (
     "moments: value = max |sampler − affine recursion| with identical noise (the note gives "
     "the recursion's error against the data); chain: smallest p-value of the row's tests, "
-    f"limit α/m (Bonferroni over all m tests, family-wise α = {ALPHA:g})"
+    f"limit α/m (Bonferroni over all m tests, family-wise α = {ALPHA:g}); identity/solver "
+    "moments: max difference from DDIM/DDPM; order: |measured − theoretical order| against "
+    "the exact flow map"
 )
 
 

@@ -28,14 +28,21 @@ def test_full_command_passes_and_prints_a_table():
     assert sum(" exact " in x for x in rows) == 12
     assert any("mixture 16-D" in x for x in rows) and any("mixture 2-D" in x for x in rows)
     # plus the score-based rows: 3 ULA, 1 MALA, 2 PC-vs-ancestral (npddpm/verify/score.py)
-    assert "70 checks, 0 failed" in r.stdout
+    # and the solver rows: 6 identity, 1 solver moments, 1 flow map, 10 order
+    # (npddpm/verify/solvers.py)
+    assert "88 checks, 0 failed" in r.stdout
+    solver = ("identity ", "order ", "flow map ", "solver moments ")
+    assert sum(x.startswith(solver) for x in lines) == 18
     assert sum(x.startswith(("langevin ", "pc-vs-ddpm ")) for x in lines) == 6
     assert sum("learned_range" in x for x in rows) == 6
 
 
 def test_quick_suite_rows_pass():
     rows = verify.run_verification(quick=True)
-    assert {r.check for r in rows} == {"moments", "chain", "langevin", "pc-vs-ddpm"}
+    assert {r.check for r in rows} == {
+        "moments", "chain", "langevin", "pc-vs-ddpm", "identity", "solver moments", "flow map",
+        "order",
+    }
     assert all(r.passed for r in rows), [r for r in rows if not r.passed]
     exact = [r for r in rows if r.variance == "exact"]
     assert exact and all("from q(x_T)" in r.note for r in exact)
@@ -122,3 +129,13 @@ def test_verify_usage_error(arg):
         [sys.executable, "-m", "npddpm.cli", "verify", arg], capture_output=True, text=True
     )
     assert r.returncode == 2 and r.stderr.count("\n") == 1
+
+
+def test_a_solver_below_its_order_fails_its_order_row(monkeypatch):
+    """Euler passed off as Heun (order 1 where 2 is claimed) fails by ≥ 0.7 > the 0.3 limit."""
+    from npddpm.samplers import euler
+
+    monkeypatch.setattr(verify.solvers, "ORDER_CASES", (("heun", euler, {}, 2),))
+    rows = [r for r in verify.solver_rows(quick=True) if r.check == "order"]
+    assert len(rows) == 1 and not rows[0].passed and rows[0].value >= 0.7
+
