@@ -23,6 +23,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from common import run_worker  # noqa: E402
 
 
 def worker_npddpm(cfg: dict) -> dict:
@@ -74,20 +77,6 @@ def worker_torch(cfg: dict) -> dict:
     return {"seconds_per_step": (time.perf_counter() - t0) / cfg["steps"]}
 
 
-def run_worker(kind: str, cfg: dict) -> dict:
-    env = {"OMP_NUM_THREADS": str(cfg["threads"]), "OPENBLAS_NUM_THREADS": str(cfg["threads"])}
-    import os
-
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", kind, "--cfg", json.dumps(cfg)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--worker", choices=["npddpm", "torch"])
@@ -110,7 +99,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for kind in ("npddpm", "torch"):
             try:
-                times[kind].append(run_worker(kind, cfg)["seconds_per_step"])
+                times[kind].append(run_worker(__file__, kind, cfg)["seconds_per_step"])
             except subprocess.CalledProcessError as exc:
                 print(f"{kind} worker failed: {exc.stderr.strip().splitlines()[-1:]}")
                 times[kind].append(float("nan"))

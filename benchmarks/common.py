@@ -168,3 +168,20 @@ def write_json(path: Path, results: list[Result], meta: dict[str, Any]) -> None:
 
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
+
+
+def run_worker(script: str, kind: str, cfg: dict) -> dict:
+    """Run ``script --worker kind --cfg JSON`` in a fresh process with ``cfg["threads"]`` BLAS
+    threads and return the JSON its last output line holds (one BLAS pool per process)."""
+    import subprocess
+
+    env = {"OMP_NUM_THREADS": str(cfg["threads"]), "OPENBLAS_NUM_THREADS": str(cfg["threads"])}
+    out = subprocess.run(
+        [sys.executable, script, "--worker", kind, "--cfg", json.dumps(cfg)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+

@@ -10,6 +10,7 @@ log-SNR-uniform, time-uniform, time-quadratic).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,6 +20,7 @@ from ._checks import as_int, choose
 
 __all__ = [
     "NOISE_SPACINGS",
+    "diffusers_sigmas",
     "diffusers_timesteps",
     "inference_timesteps",
     "noise_levels",
@@ -150,6 +152,96 @@ def diffusers_timesteps(
         ts = np.round(np.arange(T, 0, -step)).astype(np.int64)
         ts -= 1
     return ts
+
+
+def _sigma_to_t(sigma: np.ndarray, log_sigmas: np.ndarray) -> np.ndarray:
+    """diffusers' ``_sigma_to_t``: log-σ interpolation against the table, index clamped."""
+    log_sigma = np.log(np.maximum(sigma, 1e-10))
+    dists = log_sigma - log_sigmas[:, np.newaxis]
+    low = np.cumsum(dists >= 0, axis=0).argmax(axis=0).clip(max=log_sigmas.shape[0] - 2)
+    high = low + 1
+    w = np.clip((log_sigmas[low] - log_sigma) / (log_sigmas[low] - log_sigmas[high]), 0, 1)
+    return np.asarray((1 - w) * low + w * high).reshape(np.shape(sigma))
+
+
+def diffusers_sigmas(
+    alphas_cumprod: np.ndarray,
+    num_inference_steps: int,
+    *,
+    timestep_spacing: str = "linspace",
+    steps_offset: int = 0,
+    interpolation_type: str = "linear",
+    use_karras_sigmas: bool = False,
+    use_exponential_sigmas: bool = False,
+    use_beta_sigmas: bool = False,
+    final_sigmas_type: str = "zero",
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Exactly the ``(timesteps, sigmas)`` of diffusers 0.42.1's
+    ``EulerDiscreteScheduler.set_timesteps`` (float32, as diffusers stores them), quirks kept.
+
+    ``alphas_cumprod`` is the scheduler's float32 ᾱ (``scheduler.alphas_cumprod.numpy()``).
+    The VE table σ̃ = √((1 − ᾱ)/ᾱ) is computed in float32. The timesteps follow
+    ``timestep_spacing`` (``linspace`` in float32, ``leading`` + ``steps_offset``,
+    ``trailing``). The σ̃ at them are linear in σ̃ between integers
+    (``interpolation_type="linear"``) or ``log_linear``. Then come Karras (ρ = 7), exponential or
+    beta(0.6, 0.6) spacings between the interpolated end points (or ``sigma_min``/``sigma_max``),
+    their timesteps recovered by log-σ interpolation (``_sigma_to_t``). Last, the final σ̃
+    (0, or σ̃ at t = 0 for ``final_sigmas_type="sigma_min"``) is appended.
+
+    Quirks reproduced on purpose (tests/test_spacing_sigmas.py checks them against diffusers):
+
+    * ``log_linear`` gives N + 2 sigmas for N timesteps and does not recompute the timesteps
+      (``docs/FINDINGS.md`` §9);
+    * the forward map (σ̃ linear in t) and the inverse used for Karras & co. (log σ̃ linear in
+      t) are different interpolations, so t → σ̃ → t is not the identity off the integers
+      (:class:`npddpm.paths.DiscreteVP` offers both, and the exact inverse of each);
+    * the Karras end points are the *interpolated* σ̃ of the first and last timestep, so with
+      ``leading`` spacing σ̃_max is not the table's largest.
+    """
+    from scipy import stats
+
+    ac = np.asarray(alphas_cumprod, dtype=np.float32)
+    T = ac.shape[0]
+    N = as_int(num_inference_steps, "num_inference_steps", minimum=1)
+    choose(timestep_spacing, "timestep_spacing", _SPACINGS)
+    choose(interpolation_type, "interpolation_type", ("linear", "log_linear"))
+    choose(final_sigmas_type, "final_sigmas_type", ("zero", "sigma_min"))
+    if sum(map(bool, (use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas))) > 1:
+        raise ValueError("use at most one of use_karras_sigmas, use_exponential_sigmas, "
+                         "use_beta_sigmas (diffusers refuses the combination)")
+    if timestep_spacing == "linspace":
+        ts = np.linspace(0, T - 1, N, dtype=np.float32)[::-1].copy()
+    elif timestep_spacing == "leading":
+        ratio = T // N
+        ts = (np.arange(0, N) * ratio).round()[::-1].copy().astype(np.float32)
+        ts += as_int(steps_offset, "steps_offset")
+    else:
+        ts = np.arange(T, 0, -T / N).round().copy().astype(np.float32)
+        ts -= 1
+    table = (((1 - ac) / ac) ** 0.5).astype(np.float32)
+    log_table = np.log(table)
+    if interpolation_type == "linear":
+        sig = np.interp(ts, np.arange(0, T), table)
+    else:
+        sig = np.exp(np.linspace(np.log(table[-1]), np.log(table[0]), N + 1, dtype=np.float32))
+    lo = float(sig[-1]) if sigma_min is None else float(sigma_min)
+    hi = float(sig[0]) if sigma_max is None else float(sigma_max)
+    if use_karras_sigmas:
+        rho = 7.0
+        ramp = np.linspace(0, 1, N)
+        sig = (hi ** (1 / rho) + ramp * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
+    elif use_exponential_sigmas:
+        sig = np.exp(np.linspace(math.log(hi), math.log(lo), N))
+    elif use_beta_sigmas:
+        sig = np.array([lo + stats.beta.ppf(u, 0.6, 0.6) * (hi - lo)
+                        for u in 1 - np.linspace(0, 1, N)])
+    if use_karras_sigmas or use_exponential_sigmas or use_beta_sigmas:
+        ts = np.array([_sigma_to_t(v, log_table) for v in sig])
+    last = float(((1 - ac[0]) / ac[0]) ** 0.5) if final_sigmas_type == "sigma_min" else 0.0
+    sigmas = np.concatenate([sig, [last]]).astype(np.float32)
+    return ts.astype(np.float32), sigmas
 
 
 def inference_timesteps(
