@@ -69,8 +69,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     conf.add_argument(
         "--scheduler",
-        choices=["DDPMScheduler", "DDIMScheduler"],
+        choices=["DDPMScheduler", "DDIMScheduler", *SOLVER_SCHEDULERS],
         help="check one scheduler of your configuration (with --option) instead of the set",
+    )
+    conf.add_argument(
+        "--solvers",
+        action="store_true",
+        help="check diffusers' ODE/SDE solver schedulers (contract for N = 1…100, agreement "
+        "with npddpm's reference, measured order) instead of DDPM/DDIM",
     )
     conf.add_argument(
         "--option",
@@ -180,7 +186,9 @@ def _conform(args: argparse.Namespace) -> int:
     from ..conformance import DiffusersAdapter, check
 
     if args.option and not args.scheduler:
-        usage_error("--option needs --scheduler (DDPMScheduler or DDIMScheduler)")
+        usage_error("--option needs --scheduler (DDPMScheduler, DDIMScheduler or a solver)")
+    if args.solvers or args.scheduler in SOLVER_SCHEDULERS:
+        return _conform_solvers(args)
     if args.scheduler:
         kw = _options(args.option)
         # a DDPM scheduler runs its whole chain unless --steps is given; DDIM needs steps
@@ -219,6 +227,86 @@ def _conform(args: argparse.Namespace) -> int:
             + f"\n{'':<22}   known: ".join(known)
         )
     pbar.close()
+    return _finish(args, summary, reports, status)
+
+
+#: diffusers' solver schedulers that ``--solvers`` / ``--scheduler`` check.
+SOLVER_SCHEDULERS = (
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "HeunDiscreteScheduler",
+    "LMSDiscreteScheduler",
+    "DPMSolverMultistepScheduler",
+    "DPMSolverSinglestepScheduler",
+    "UniPCMultistepScheduler",
+    "DEISMultistepScheduler",
+    "FlowMatchEulerDiscreteScheduler",
+)
+
+
+def _solver_configs() -> list[tuple[str, dict]]:
+    """The solver configurations ``--solvers`` checks: each scheduler's defaults and the options
+    people sample with (Karras σ, orders, algorithms, spacings, the final σ)."""
+    return [
+        ("EulerDiscreteScheduler", {}),
+        ("EulerDiscreteScheduler", {"use_karras_sigmas": True}),
+        ("EulerDiscreteScheduler", {"timestep_spacing": "trailing"}),
+        ("EulerDiscreteScheduler", {"interpolation_type": "log_linear"}),
+        ("EulerDiscreteScheduler", {"prediction_type": "v_prediction"}),
+        ("EulerAncestralDiscreteScheduler", {}),
+        ("HeunDiscreteScheduler", {}),
+        ("HeunDiscreteScheduler", {"use_karras_sigmas": True}),
+        ("LMSDiscreteScheduler", {}),
+        ("DPMSolverMultistepScheduler", {}),
+        ("DPMSolverMultistepScheduler", {"solver_order": 1}),
+        ("DPMSolverMultistepScheduler", {"solver_order": 3}),
+        ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver",
+                                         "final_sigmas_type": "sigma_min"}),
+        ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+        ("DPMSolverMultistepScheduler", {"timestep_spacing": "trailing"}),
+        ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+        ("DPMSolverSinglestepScheduler", {}),
+        ("UniPCMultistepScheduler", {}),
+        ("UniPCMultistepScheduler", {"solver_type": "bh1"}),
+        ("UniPCMultistepScheduler", {"solver_order": 3}),
+        ("DEISMultistepScheduler", {}),
+        ("FlowMatchEulerDiscreteScheduler", {}),
+        ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}),
+    ]
+
+
+def _conform_solvers(args: argparse.Namespace) -> int:
+    import warnings
+
+    from .._progress import bar
+    from ..conformance.solver_check import DiffusersSolverAdapter, check_solver
+
+    if args.scheduler:
+        configs = [(args.scheduler, _options(args.option))]
+    else:
+        configs = _solver_configs()
+    reports, summary, status = [], [], 0
+    pbar = bar(len(configs), "conform", False if args.quiet else None, unit="config")
+    for cls, kw in configs:
+        pbar.update(1)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                adapter = DiffusersSolverAdapter(cls, kw)
+                report = check_solver(adapter)
+        except (TypeError, ValueError, NotImplementedError) as exc:
+            return fail(f"{cls}({kw}): diffusers refused the configuration ({exc})")
+        reports.append(report)
+        print(report.table(), end="\n\n")
+        status |= 0 if report.conforms else 1
+        verdict = "conforms" if report.conforms else f"DOES NOT CONFORM ({len(report.failures)})"
+        summary.append(f"{verdict:<22} {adapter.name}")
+    pbar.close()
+    return _finish(args, summary, reports, status)
+
+
+def _finish(args: argparse.Namespace, summary: list[str], reports: list, status: int) -> int:
+    """The summary (for more than one configuration), the JSON report, the exit status."""
     if len(summary) > 1:
         print("summary:")
         print("\n".join(summary))

@@ -3,8 +3,9 @@
 >>> from npddpm.conformance import CallablesAdapter, check   # doctest: +SKIP
 
 See :func:`check` (step by step, through an adapter: :mod:`npddpm.conformance.adapters`),
-:func:`check_loop` (a whole sampling loop, black-box, by the law of its output) and the test
-vectors in :mod:`npddpm.conformance.vectors`.
+:func:`check_loop` (a whole sampling loop, black-box, by the law of its output),
+:func:`check_solver` (an ODE/SDE solver scheduler: contract, agreement, measured order),
+:func:`convergence_order` and the test vectors in :mod:`npddpm.conformance.vectors`.
 """
 
 from .adapters import Adapter, CallablesAdapter, ImprovedDiffusionAdapter
@@ -14,6 +15,7 @@ from .diagnoses import DIAGNOSES, Diagnosis
 from .diffusers_adapter import DiffusersAdapter
 from .loop import LOOP_ALPHA, check_loop, default_loop_data
 from .report import REPORT_VERSION, ConformanceError, Report, Row, write_reports
+from .solver_check import DiffusersSolverAdapter, SolverAdapter, SolverClaim, check_solver
 
 __all__ = [
     "DIAGNOSES",
@@ -25,12 +27,16 @@ __all__ = [
     "ConvergenceResult",
     "Diagnosis",
     "DiffusersAdapter",
+    "DiffusersSolverAdapter",
     "ImprovedDiffusionAdapter",
     "Report",
     "Row",
+    "SolverAdapter",
+    "SolverClaim",
     "assert_conforms",
     "check",
     "check_loop",
+    "check_solver",
     "convergence_order",
     "default_loop_data",
     "write_reports",

@@ -28,7 +28,7 @@ from ..analytic import GaussianMixture, flow_map
 from ..diffusion import GaussianDiffusion
 from ..paths import as_path
 
-__all__ = ["ConvergenceResult", "convergence_order"]
+__all__ = ["ConvergenceResult", "convergence_order", "fit_order"]
 
 Array = np.ndarray
 
@@ -84,7 +84,8 @@ class ConvergenceResult:
         return self.table()
 
 
-def _fit(steps: Array, errors: Array) -> tuple[float, float, tuple[float, float]]:
+def fit_order(steps: Array, errors: Array) -> tuple[float, float, tuple[float, float]]:
+    """(order, standard error, 95 % t-interval) of −log error against log N (least squares)."""
     k = steps.size
     if k < 2:
         return math.nan, math.nan, (math.nan, math.nan)
@@ -165,7 +166,7 @@ def convergence_order(
     floor = float(ref_err) + 1e-14 * max(scale, 1.0)
     err = np.array(errors)
     used = err > 100.0 * floor
-    order, se, ci = _fit(np.asarray(steps, dtype=np.float64)[used], err[used])
+    order, se, ci = fit_order(np.asarray(steps, dtype=np.float64)[used], err[used])
     label = name or getattr(sampler, "__name__", "sampler") + (
         "(" + ", ".join(f"{k}={v!r}" for k, v in sampler_kwargs.items()) + ")"
     )

@@ -1,0 +1,158 @@
+"""``check_solver`` on diffusers 0.42.1's solver schedulers: the real ones (their verdicts as
+measured, docs/FINDINGS.md §1, §8–11) and seeded faults in each style a validator meets, each
+failing by ≥ 10× its tolerance (or in the contract, which has no tolerance to scale)."""
+
+import warnings
+
+import pytest
+
+from npddpm.conformance.solver_check import DiffusersSolverAdapter, SolverClaim, check_solver
+
+pytestmark = [pytest.mark.torch, pytest.mark.filterwarnings("ignore")]
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+
+
+def _check(cls, cfg=None, claim=None, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return check_solver(DiffusersSolverAdapter(cls, cfg or {}, claim=claim), **kw)
+
+
+@pytest.mark.parametrize(
+    "cls,cfg",
+    [
+        ("EulerDiscreteScheduler", {}),
+        ("EulerDiscreteScheduler", {"use_karras_sigmas": True}),
+        ("HeunDiscreteScheduler", {}),
+        ("DPMSolverMultistepScheduler", {}),
+        ("UniPCMultistepScheduler", {}),
+        ("LMSDiscreteScheduler", {}),
+        ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}),
+    ],
+)
+def test_conforming_schedulers_conform(cls, cfg):
+    r = _check(cls, cfg, n_max=40)
+    assert r.conforms, r.table()
+    agree = [row for row in r.rows if row.quantity == "agreement"]
+    assert agree and all(row.worst_ratio <= 1 for row in agree), r.table()
+
+
+def test_third_order_multistep_is_named_and_fails():
+    r = _check("DPMSolverMultistepScheduler", {"solver_order": 3}, n_max=5)
+    bad = [row for row in r.failures if row.quantity == "agreement"]
+    assert bad and all("φ₃" in row.diagnosis and row.worst_ratio >= 10 for row in bad), r.table()
+
+
+def test_unipc_bh1_is_nan_at_the_final_zero_sigma():
+    r = _check("UniPCMultistepScheduler", {"solver_type": "bh1"}, n_max=5)
+    assert "contract: loop" in {row.quantity for row in r.failures}, r.table()
+    ok = _check("UniPCMultistepScheduler", {"solver_type": "bh1",
+                                             "final_sigmas_type": "sigma_min"}, n_max=5)
+    assert "contract: loop" not in {row.quantity for row in ok.failures}, ok.table()
+
+
+def test_log_linear_euler_breaks_the_contract():
+    r = _check("EulerDiscreteScheduler", {"interpolation_type": "log_linear"}, n_max=5)
+    assert {"contract: count", "contract: final level", "contract: timestep↔σ"} <= {
+        row.quantity for row in r.failures
+    }, r.table()
+
+
+def test_trailing_spacing_n61_is_reported():
+    r = _check("DPMSolverMultistepScheduler", {"timestep_spacing": "trailing"}, n_max=62,
+               agree_steps=(), order_steps=(10, 20, 40))
+    count = [row for row in r.failures if row.quantity == "contract: count"]
+    assert count and count[0].t_range == "N=61" and "set_timesteps(61)" in count[0].where
+
+
+# ------------------------------------------------------------------------- seeded faults
+
+
+class EpsScaled(diffusers.EulerDiscreteScheduler):
+    """The model output 1 % too large inside the step."""
+
+    def step(self, model_output, *a, **k):
+        return super().step(model_output * 1.01, *a, **k)
+
+
+class SigmaShifted(diffusers.EulerDiscreteScheduler):
+    """Its σ list 2 % off the σ of its timesteps (a wrong interpolation)."""
+
+    def set_timesteps(self, *a, **k):
+        super().set_timesteps(*a, **k)
+        self.sigmas[1:-1] *= 1.02
+
+
+class StopsShort(diffusers.EulerDiscreteScheduler):
+    """The final level is not zero noise."""
+
+    def set_timesteps(self, *a, **k):
+        super().set_timesteps(*a, **k)
+        self.sigmas[-1] = 0.5 * self.sigmas[-2]
+
+
+class NoCorrector(diffusers.UniPCMultistepScheduler):
+    """The corrector silently off while the config says on."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.disable_corrector = list(range(1000))
+
+
+class ScaledState(diffusers.HeunDiscreteScheduler):
+    """Every step's output 0.1 % too large."""
+
+    def step(self, model_output, t, sample, **k):
+        out = super().step(model_output, t, sample, **k)
+        return type(out)(prev_sample=out.prev_sample * (1 + 1e-3))
+
+
+@pytest.mark.parametrize(
+    "cls,cfg,claim,quantity",
+    [
+        (EpsScaled, {}, None, "agreement"),
+        (SigmaShifted, {}, None, "contract: timestep↔σ"),
+        (StopsShort, {}, None, "contract: final level"),
+        (NoCorrector, {}, None, "agreement"),
+        (ScaledState, {}, None, "agreement"),
+        # a first-order solver passed off as second order
+        ("DPMSolverMultistepScheduler", {"solver_order": 1},
+         SolverClaim("dpm_solver", {"order": 2}, order=2), "order"),
+    ],
+    ids=["eps_scaled", "sigma_shifted", "stops_short", "no_corrector", "scaled_state",
+         "order1_claims_2"],
+)
+def test_seeded_faults_fail_with_margin(cls, cfg, claim, quantity):
+    r = _check(cls, cfg, claim, n_max=12)
+    rows = [row for row in r.failures if row.quantity == quantity]
+    assert rows, r.table()
+    if quantity == "agreement":
+        assert min(row.worst_ratio for row in rows) >= 10, r.table()
+    if quantity == "order":
+        assert rows[0].got < 2 - 0.3 * 3, r.table()  # measured ~1.0: ≥ 3 margins short
+
+
+def test_not_an_adapter_is_a_type_error():
+    with pytest.raises(TypeError, match="SolverAdapter"):
+        check_solver(object())  # type: ignore[arg-type]
+
+
+def test_cli_checks_one_solver_scheduler_and_writes_the_json_report(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    jsonschema = pytest.importorskip("jsonschema")
+    import npddpm.conformance as c
+    from npddpm.cli import main
+
+    out = tmp_path / "solver.json"
+    argv = ["conform", "diffusers", "--scheduler", "UniPCMultistepScheduler",
+            "--option", "solver_type=bh1", "--quiet", "--json", str(out)]
+    assert main(argv) == 1  # the NaN at the final σ = 0 (docs/FINDINGS.md §10)
+    assert "contract: loop" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    jsonschema.validate(doc, json.loads(Path(c.__file__).with_name("report_schema.json")
+                                        .read_text()))
+    rows = doc["reports"][0]["rows"]
+    assert {"contract: loop", "agreement", "order"} <= {r["quantity"] for r in rows}
