@@ -5,12 +5,15 @@ Registered as the ``pytest11`` entry point ``npddpm`` and inert unless asked::
     pytest --npddpm-impl=mypackage.mymodule:factory        # or NPDDPM_IMPL=…
     pytest --npddpm-impl=… --npddpm-divergences known.toml --npddpm-report report.json
 
-``factory()`` returns a :class:`npddpm.conformance.Adapter`, or a callable returning a
-:class:`~npddpm.conformance.Report` (``lambda: check_loop(my_sampler, diffusion)`` for a loop
-that owns its RNG), or a list or dict of them. :func:`npddpm.conformance.check` runs once per
-adapter (each callable once) when the tests are collected, and every row of its report
-becomes one test, named ``test_conformance[<adapter>::<quantity>::<t>]``, so ``-k`` selects
-checks, and a CI run shows each one. A row that conforms passes (a documented divergence
+``factory()`` returns a :class:`npddpm.conformance.Adapter`, a
+:class:`npddpm.conformance.SolverAdapter` (an ODE/SDE solver scheduler: its schedule contract,
+agreement and measured order, :func:`npddpm.conformance.check_solver`), or a callable returning
+a :class:`~npddpm.conformance.Report` (``lambda: check_loop(my_sampler, diffusion)`` for a loop
+that owns its RNG), or a list or dict of them. :func:`npddpm.conformance.check` (or
+``check_solver``) runs once per adapter (each callable once) when the tests are
+collected, and every row of its report becomes one test, named
+``test_conformance[<adapter>::<quantity>::<t>]``, so ``-k`` selects checks, and a CI run
+shows each one. A row that conforms passes (a documented divergence
 passes too), a skipped row skips, a failing row fails with the diagnosis, the
 worst error/tolerance and where it is.
 
@@ -120,7 +123,7 @@ def _divergences(config: Any, pytest: Any) -> dict[str, str]:
 def _factory(spec: str, pytest: Any) -> list[Any]:
     """``module:factory`` → the checks it names: adapters, or callables returning a Report
     (e.g. ``lambda: check_loop(my_sampler, diffusion)``)."""
-    from npddpm.conformance import Adapter
+    from npddpm.conformance import Adapter, SolverAdapter
 
     module, sep, attr = spec.partition(":")
     if not sep or not module or not attr:
@@ -129,15 +132,17 @@ def _factory(spec: str, pytest: Any) -> list[Any]:
         fn = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
         raise pytest.UsageError(f"--npddpm-impl {spec!r}: cannot import it ({exc})") from None
-    made = fn() if callable(fn) and not isinstance(fn, Adapter) else fn
+    made = fn() if callable(fn) and not isinstance(fn, (Adapter, SolverAdapter)) else fn
     items = list(made.values()) if isinstance(made, dict) else made
     if not isinstance(items, (list, tuple)):
         items = [items]
-    if not items or not all(isinstance(a, Adapter) or callable(a) for a in items):
+    if not items or not all(
+        isinstance(a, (Adapter, SolverAdapter)) or callable(a) for a in items
+    ):
         raise pytest.UsageError(
-            f"--npddpm-impl {spec!r}: the factory must return an npddpm.conformance.Adapter "
-            "or a callable returning a Report (e.g. lambda: check_loop(...)), or a list or dict "
-            f"of them; got {type(made).__name__}"
+            f"--npddpm-impl {spec!r}: the factory must return an npddpm.conformance.Adapter, "
+            "a SolverAdapter or a callable returning a Report (e.g. lambda: check_loop(...)), "
+            f"or a list or dict of them; got {type(made).__name__}"
         )
     return list(items)
 
@@ -148,11 +153,16 @@ def reports(config: Any) -> list:
 
     state = getattr(config, _KEY)
     if state["reports"] is None:
-        from npddpm.conformance import Adapter, Report, check
+        from npddpm.conformance import Adapter, Report, SolverAdapter, check, check_solver
 
         out = []
         for item in state["items"]:
-            report = check(item) if isinstance(item, Adapter) else item()
+            if isinstance(item, Adapter):
+                report = check(item)
+            elif isinstance(item, SolverAdapter):
+                report = check_solver(item)
+            else:
+                report = item()
             if not isinstance(report, Report):
                 raise pytest.UsageError(
                     f"--npddpm-impl {state['spec']!r}: a check returned "

@@ -66,6 +66,15 @@ def loop():
         return x
 
     return [good(), lambda: check_loop(sampler, GaussianDiffusion(s), name="my loop")]
+
+
+def solvers():
+    """Solver schedulers: one that conforms, one that samples NaN (docs/FINDINGS.md §10)."""
+    from npddpm.conformance import DiffusersSolverAdapter
+
+    return [DiffusersSolverAdapter("EulerDiscreteScheduler", name="euler"),
+            DiffusersSolverAdapter("UniPCMultistepScheduler", {"solver_type": "bh1"},
+                                   name="unipc-bh1")]
 '''
 
 
@@ -126,6 +135,18 @@ def test_json_report_validates(impl, tmp_path):
     schema = json.loads(Path(c.__file__).with_name("report_schema.json").read_text())
     jsonschema.validate(doc, schema)
     assert doc["conforms"] is False and doc["reports"][0]["adapter"] == "mine-bad"
+
+
+@pytest.mark.torch
+def test_solver_schedulers_are_checked_row_by_row(impl):
+    pytest.importorskip("diffusers")
+    result = impl.runpytest("--npddpm-impl=myimpl:solvers", "-q", "-p", "no:warnings")
+    out = result.stdout.str()
+    assert result.ret == 1, out
+    assert "unipc-bh1::contract: loop" in out and "ends non-finite" in out
+    outcomes = result.parseoutcomes()
+    assert outcomes["passed"] >= 9, out  # euler's 6 contract rows, 2 agreement, 1 order
+    assert "euler::agreement" not in out.split("short test summary")[-1]
 
 
 def test_environment_variable_and_bad_factories(impl, monkeypatch):
