@@ -15,7 +15,13 @@ from .diagnoses import DIAGNOSES, Diagnosis
 from .diffusers_adapter import DiffusersAdapter
 from .loop import LOOP_ALPHA, check_loop, default_loop_data
 from .report import REPORT_VERSION, ConformanceError, Report, Row, write_reports
-from .solver_check import DiffusersSolverAdapter, SolverAdapter, SolverClaim, check_solver
+from .solver_check import (
+    DiffusersSolverAdapter,
+    KarrasLoopAdapter,
+    SolverAdapter,
+    SolverClaim,
+    check_solver,
+)
 
 __all__ = [
     "DIAGNOSES",
@@ -29,6 +35,7 @@ __all__ = [
     "DiffusersAdapter",
     "DiffusersSolverAdapter",
     "ImprovedDiffusionAdapter",
+    "KarrasLoopAdapter",
     "Report",
     "Row",
     "SolverAdapter",

@@ -44,7 +44,13 @@ from ..paths import VE, FlowMatching
 from .convergence import fit_order
 from .report import Report, Row
 
-__all__ = ["DiffusersSolverAdapter", "SolverAdapter", "SolverClaim", "check_solver"]
+__all__ = [
+    "DiffusersSolverAdapter",
+    "KarrasLoopAdapter",
+    "SolverAdapter",
+    "SolverClaim",
+    "check_solver",
+]
 
 Array = np.ndarray
 EPS32 = float(np.finfo(np.float32).eps)
@@ -70,6 +76,7 @@ class SolverClaim:
     count: Callable[[int], int] = lambda n: n
     final: str = "zero"
     variants: dict[str, tuple[dict[str, Any], str]] = field(default_factory=dict)
+    interleaved: bool = False  # Heun in diffusers: σ = [σ0, σ1, σ1, σ2, σ2, …, 0]
 
 
 class SolverAdapter:
@@ -109,6 +116,28 @@ class SolverAdapter:
             out = self._model(mixture, xin.numpy().astype(np.float64), level)
             x = s.step(torch.tensor(out), t, x).prev_sample
         return np.asarray(x.numpy(), dtype=np.float64), sig
+
+    def final_level(self, s: Any) -> float:
+        """The σ the loop must end at: 0, or σ_min (the table's t = 0) where configured."""
+        if self.flow or self.claim.final == "zero":
+            return 0.0
+        ac = np.asarray(s.alphas_cumprod, dtype=np.float64)
+        return math.sqrt((1 - ac[0]) / ac[0])
+
+    def sigma_mismatch(self, ts: Array, sig: Array, s: Any) -> float | None:
+        """max relative difference of the σ of each timestep (its table, either
+        interpolation) from the σ its step uses; None where the model is given σ itself."""
+        used = sig[: ts.size]
+        if not used.size:
+            return 0.0
+        if self.flow:
+            return float(np.max(np.abs(ts / 1000.0 - used)))
+        ac = np.asarray(s.alphas_cumprod, dtype=np.float64)
+        table = np.sqrt((1 - ac) / ac)
+        grid = np.arange(ac.size, dtype=np.float64)
+        lin = np.interp(ts, grid, table)
+        log = np.exp(np.interp(ts, grid, np.log(table)))
+        return float(np.max(np.minimum(np.abs(lin - used), np.abs(log - used)) / used))
 
     def _model(self, mixture: GaussianMixture, x: Array, level: float) -> Array:
         if self.flow:
@@ -157,13 +186,63 @@ class DiffusersSolverAdapter(SolverAdapter):
         return self.cls(**self.config)
 
 
+class KarrasLoopAdapter(SolverAdapter):
+    """A whole sampling loop in k-diffusion's convention: ``sample(model, x, sigmas)`` with the
+    VE-scaled x̃ = x/α, ``model(x̃, σ) -> D`` (the x₀ estimate, σ one per row) and ``sigmas`` the
+    N + 1 levels (``sigmas_fn(N)``, e.g. k-diffusion's ``get_sigmas_karras``), ending at 0.
+
+    ``claim`` says which npddpm solver it is (e.g. ``SolverClaim("heun", order=2)``). Extra
+    keyword arguments go to ``sample`` (e.g. ``disable=True`` for its progress bar).
+    """
+
+    def __init__(self, sample: Callable[..., Any], sigmas_fn: Callable[[int], Any],
+                 claim: SolverClaim, *, name: str | None = None, **sample_kwargs: Any) -> None:
+        if not callable(sample) or not callable(sigmas_fn):
+            raise TypeError("sample and sigmas_fn must be callables")
+        self.sample, self.sigmas_fn, self.claim = sample, sigmas_fn, claim
+        self.kwargs = sample_kwargs
+        self.name = str(name or getattr(sample, "__name__", "loop"))
+        self.config = {"sample": self.name, **{k: repr(v) for k, v in sample_kwargs.items()}}
+        self.prediction = "sample"
+
+    def make(self) -> Any:
+        return None
+
+    def levels(self, n: int) -> tuple[Array, Array, Any]:
+        sig = np.asarray(self.sigmas_fn(n), dtype=np.float64)
+        return sig[:-1], sig, None
+
+    def final_level(self, s: Any) -> float:
+        return 0.0
+
+    def sigma_mismatch(self, ts: Array, sig: Array, s: Any) -> float | None:
+        return None  # the model is given σ itself
+
+    def run(self, n: int, mixture: GaussianMixture, x_T: Array) -> tuple[Array, Array]:
+        import torch
+
+        sig = np.asarray(self.sigmas_fn(n), dtype=np.float64)
+        s0 = float(sig[0])
+
+        def model(x: Any, sigma: Any) -> Any:
+            level = float(np.asarray(sigma.detach().cpu()).reshape(-1)[0])
+            a = 1.0 / math.sqrt(1.0 + level * level)
+            x0 = mixture.posterior_mean_at(x.detach().cpu().numpy() * a, a, level * a)
+            return torch.tensor(x0, dtype=x.dtype)
+
+        x = torch.tensor(x_T * math.sqrt(1 + s0 * s0))
+        out = self.sample(model, x, torch.tensor(sig, dtype=x.dtype), **self.kwargs)
+        last = float(sig[-1])
+        return np.asarray(out.numpy(), dtype=np.float64) / math.sqrt(1 + last * last), sig
+
+
 def _claim(cls: str, cfg: Any) -> SolverClaim:
     """The claim of a diffusers scheduler, from its class and config (its documentation)."""
     final = getattr(cfg, "final_sigmas_type", "zero") or "zero"
     if cls == "EulerDiscreteScheduler":
         return SolverClaim("euler", order=1, final=final)
     if cls == "HeunDiscreteScheduler":
-        return SolverClaim("heun", order=2, count=lambda n: 2 * n - 1)
+        return SolverClaim("heun", order=2, count=lambda n: 2 * n - 1, interleaved=True)
     if cls == "EulerAncestralDiscreteScheduler":
         return SolverClaim("euler_ancestral", stochastic=True)
     if cls == "LMSDiscreteScheduler":
@@ -175,7 +254,8 @@ def _claim(cls: str, cfg: Any) -> SolverClaim:
         order = int(cfg.solver_order)
         if alg.startswith("sde"):
             return SolverClaim("dpm_solver", stochastic=True, final=final)
-        kw = {"order": order, "algorithm": alg, "lower_order_final": bool(cfg.lower_order_final)}
+        kw = {"order": order, "algorithm": alg, "lower_order_final": bool(cfg.lower_order_final),
+              "solver_type": cfg.solver_type}
         variants = {}
         if order == 3:
             variants["third-order D₂ weighted by φ₃, half the Taylor weight (converges at "
@@ -219,21 +299,10 @@ def _contract_rows(adapter: SolverAdapter, n_max: int) -> list[Row]:
         distinct = ts[np.concatenate([[True], np.diff(ts) != 0])]
         if distinct.size != n or np.any(np.diff(distinct) >= 0):
             bad["monotone"].append(n)
-        if not adapter.flow:
-            ac = np.asarray(s.alphas_cumprod, dtype=np.float64)
-            want_last = 0.0 if claim.final == "zero" else math.sqrt((1 - ac[0]) / ac[0])
-            table = np.sqrt((1 - ac) / ac)
-            grid = np.arange(ac.size, dtype=np.float64)
-            lin = np.interp(ts, grid, table)
-            log = np.exp(np.interp(ts, grid, np.log(table)))
-            used = sig[: ts.size]
-            rel = np.minimum(np.abs(lin - used), np.abs(log - used)) / used
-            if used.size and np.max(rel) > 1e-3:
-                bad["timestep↔σ"].append(n)
-        else:
-            want_last = 0.0
-            if np.max(np.abs(ts / 1000.0 - sig[: ts.size])) > 1e-3:
-                bad["timestep↔σ"].append(n)
+        want_last = adapter.final_level(s)
+        mismatch = adapter.sigma_mismatch(ts, sig, s)
+        if mismatch is not None and mismatch > 1e-3:
+            bad["timestep↔σ"].append(n)
         last = float(sig[min(ts.size, sig.size - 1)])  # where the loop ends
         if not math.isclose(last, want_last, rel_tol=1e-5, abs_tol=1e-7):
             bad["final level"].append(n)
@@ -275,7 +344,7 @@ def _reference(adapter: SolverAdapter, kwargs: dict[str, Any], sig: Array, n_mod
     fn = getattr(samplers, claim.reference or "")
     final = "zero" if sig[-1] == 0.0 else "min"
     levels = sig[:-1] if final == "zero" else sig
-    if claim.reference == "heun":  # interleaved [σ0, σ1, σ1, …]: the distinct levels
+    if claim.interleaved:  # [σ0, σ1, σ1, …, 0]: the distinct levels
         levels = np.concatenate([[sig[0]], sig[1:-1:2]])
     if adapter.flow:
         fp = FlowMatching(t_min=float(min(levels[-1], 1e-3)), t_max=1.0)

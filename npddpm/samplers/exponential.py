@@ -27,7 +27,8 @@ Array = np.ndarray
 
 
 def _dpm_update(alg: str, x: Array, a_t: float, s_t: float, a_s: float, s_s: float, h: float,
-                ms: list[Array], hs: list[float], d2_factor: float = 2.0) -> Array:
+                ms: list[Array], hs: list[float], d2_factor: float = 2.0,
+                solver_type: str = "midpoint") -> Array:
     """One multistep update from (a_t, s_t) to (a_s, s_s), order len(ms) (1–3).
 
     ``ms``: model outputs (ε̂ for ``dpmsolver``, x̂₀ for ``dpmsolver++``), newest first;
@@ -47,7 +48,11 @@ def _dpm_update(alg: str, x: Array, a_t: float, s_t: float, a_s: float, s_s: flo
     phi = math.expm1(hh)
     out = ratio * x - w * phi * m0
     if k == 2:
-        out = out - 0.5 * w * phi * (m0 - ms[1]) / (hs[0] / h)
+        d1 = (m0 - ms[1]) / (hs[0] / h)
+        if solver_type == "heun":  # the Taylor form: the exact weight of a linear x̂₀(λ)
+            out = out - w * (phi / hh - 1.0) * d1
+        else:  # midpoint: ½ of the first-order weight
+            out = out - 0.5 * w * phi * d1
     elif k == 3:
         r0, r1 = hs[0] / h, hs[1] / h
         d10, d11 = (m0 - ms[1]) / r0, (ms[1] - ms[2]) / r1
@@ -75,6 +80,7 @@ def dpm_solver(
     final: str = "zero",
     lower_order_final: bool = True,
     third_order: str = "taylor",
+    solver_type: str = "midpoint",
     interpolation: str = "log_alpha",
     seed: int = 0,
     noise: Array | None = None,
@@ -107,6 +113,12 @@ def dpm_solver(
     ``sample_dpmpp_3m_sde`` and the authors' ``multistep_dpm_solver_third_update`` do — local
     error O(h³), so that 3M converges at order 2 (measured: 2.2–2.3 on a mixture, N = 40…226,
     beside 3.1 with ``"taylor"``; docs/FINDINGS.md).
+
+    ``solver_type`` (multistep order-2 updates, also 3M's second step): ``"midpoint"``
+    (default; −½α_s(e^{−h} − 1)D₁, diffusers' default, k-diffusion's ``sample_dpmpp_2m``) or
+    ``"heun"`` (α_s((e^{−h} − 1)/h + 1)D₁, the Taylor form: diffusers' ``solver_type="heun"``,
+    the authors' ``"taylor"``, k-diffusion's ``sample_dpmpp_3m_sde`` warm-up step). Both are
+    second order.
     """
     order = as_int(order, "order", minimum=1)
     if order > 3:
@@ -114,6 +126,7 @@ def dpm_solver(
     method = choose(method, "method", ("multistep", "singlestep"))
     algorithm = choose(algorithm, "algorithm", ("dpmsolver", "dpmsolver++", "sde-dpmsolver++"))
     third_order = choose(third_order, "third_order", ("taylor", "diffusers"))
+    solver_type = choose(solver_type, "solver_type", ("midpoint", "heun"))
     d2_factor = 2.0 if third_order == "taylor" else 1.0
     if algorithm == "sde-dpmsolver++" and (method != "multistep" or order > 2):
         raise ValueError(
@@ -155,7 +168,7 @@ def dpm_solver(
                     x = x + S[i + 1] * math.sqrt(e2) * run.z(i + 1, x)
                 else:
                     x = _dpm_update(algorithm, x, A[i], S[i], A[i + 1], S[i + 1], h, ms[:k], hs,
-                                    d2_factor)
+                                    d2_factor, solver_type)
             if traj is not None:
                 traj.append(x.copy())
         return finish(run, x, traj, return_trajectory)
