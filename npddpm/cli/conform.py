@@ -75,8 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     conf.add_argument(
         "--solvers",
         action="store_true",
-        help="check diffusers' ODE/SDE solver schedulers (contract for N = 1…100, agreement "
-        "with npddpm's reference, measured order) instead of DDPM/DDIM",
+        help="check only diffusers' ODE/SDE solver schedulers (contract for N = 1…100, "
+        "agreement with npddpm's reference, measured order); without it the set is the DDPM/DDIM "
+        "configurations and then the solvers",
     )
     conf.add_argument(
         "--option",
@@ -227,6 +228,8 @@ def _conform(args: argparse.Namespace) -> int:
             + f"\n{'':<22}   known: ".join(known)
         )
     pbar.close()
+    if not args.scheduler:  # the whole set: the solver schedulers too
+        return _conform_solvers(args, reports, summary, status)
     return _finish(args, summary, reports, status)
 
 
@@ -275,7 +278,13 @@ def _solver_configs() -> list[tuple[str, dict]]:
     ]
 
 
-def _conform_solvers(args: argparse.Namespace) -> int:
+def _conform_solvers(
+    args: argparse.Namespace,
+    reports: list | None = None,
+    summary: list[str] | None = None,
+    status: int = 0,
+) -> int:
+    """The solver checks (after the DDPM/DDIM ones, whose reports and summary it extends)."""
     import warnings
 
     from .._progress import bar
@@ -285,7 +294,8 @@ def _conform_solvers(args: argparse.Namespace) -> int:
         configs = [(args.scheduler, _options(args.option))]
     else:
         configs = _solver_configs()
-    reports, summary, status = [], [], 0
+    reports = [] if reports is None else reports
+    summary = [] if summary is None else summary
     pbar = bar(len(configs), "conform", False if args.quiet else None, unit="config")
     for cls, kw in configs:
         pbar.update(1)

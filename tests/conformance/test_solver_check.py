@@ -156,3 +156,26 @@ def test_cli_checks_one_solver_scheduler_and_writes_the_json_report(tmp_path, ca
                                         .read_text()))
     rows = doc["reports"][0]["rows"]
     assert {"contract: loop", "agreement", "order"} <= {r["quantity"] for r in rows}
+
+
+@pytest.mark.parametrize(
+    "cfg,claim,passes",
+    [
+        ({}, None, True),
+        ({"algorithm_type": "sde-dpmsolver++"}, None, True),
+        ({"algorithm_type": "sde-dpmsolver++", "solver_order": 1}, None, True),
+        # the law of another method: η = 0.8 ancestral steps, a first-order SDE step
+        ({}, SolverClaim("euler_ancestral", {"eta": 0.8}, stochastic=True), False),
+        ({"algorithm_type": "sde-dpmsolver++"},
+         SolverClaim("dpm_solver", {"order": 1, "algorithm": "sde-dpmsolver++"},
+                     stochastic=True), False),
+    ],
+    ids=["euler_ancestral", "sde_dpm2m", "sde_dpm1", "claims_eta0.8", "claims_sde1"],
+)
+def test_stochastic_schedulers_law(cfg, claim, passes):
+    """P(false failure) ≤ 3e-6 per row (solver_check._law_row); the wrong claims fail at
+    2.3× and 13.8× the 5-standard-error limit (measured)."""
+    cls = "DPMSolverMultistepScheduler" if cfg else "EulerAncestralDiscreteScheduler"
+    r = _check(cls, cfg, claim, n_max=3)
+    law = next(row for row in r.rows if row.quantity == "law")
+    assert (law.verdict == "ok") == passes, r.table()
