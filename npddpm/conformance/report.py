@@ -11,10 +11,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["REPORT_FORMAT", "REPORT_VERSION", "ConformanceError", "Report", "Row", "write_reports"]
+__all__ = [
+    "CHECK_VERDICTS",
+    "REPORT_FORMAT",
+    "REPORT_VERSION",
+    "ConformanceError",
+    "Report",
+    "Row",
+    "write_reports",
+]
 
 REPORT_FORMAT = "npddpm-conformance-report"
-REPORT_VERSION = 1  #: of :meth:`Report.to_dict` (schema: ``report_schema.json`` beside this module)
+REPORT_VERSION = 2  #: of :meth:`Report.to_dict` (schema: ``report_schema.json`` beside this module)
+
+#: The verdict of each row in the ``checks`` list: ``ok``; ``divergence`` (a documented one);
+#: ``fault`` (differs: a named fault or unexplained); ``error`` (the implementation raised);
+#: ``refused`` (not checked: the adapter does not offer it).
+CHECK_VERDICTS = {"ok": "ok", "known": "divergence", "FAIL": "fault", "skipped": "refused"}
 SCHEMA_FILE = Path(__file__).with_name("report_schema.json")
 
 
@@ -134,6 +147,10 @@ class Report:
         """The rows whose verdict is ``"known"`` (documented divergences, not failures)."""
         return [r for r in self.rows if r.verdict == "known"]
 
+    def check_id(self, row: Row) -> str:
+        """The row's id: ``<adapter>::<quantity>::<t>`` (the plugin's test ids, too)."""
+        return f"{self.adapter}::{row.quantity}::{row.t_range}"
+
     def faults(self) -> set[str]:
         """Names of the faults diagnosed in failing rows."""
         return {r.diagnosis for r in self.failures if r.diagnosis}
@@ -142,7 +159,9 @@ class Report:
         """The versioned JSON form: ``format``, ``version``, ``npddpm`` (its version),
         ``adapter``, ``conforms``, ``config`` (what the implementation claimed), ``notes`` and
         one object per row (every :class:`Row` field; non-finite numbers as the strings
-        "inf", "-inf", "nan")."""
+        "inf", "-inf", "nan"), and ``checks``: per row its id, quantity, t-range, verdict
+        (:data:`CHECK_VERDICTS`, ``error`` where the implementation raised), the diagnosis and
+        its source, the observed error, the tolerance and their ratio (version 2)."""
         from .. import __version__
 
         rows = []
@@ -160,6 +179,23 @@ class Report:
             "config": {k: _jsonable(v) for k, v in self.config.items()},
             "notes": list(self.notes),
             "rows": rows,
+            "checks": [self._check(r) for r in self.rows],
+        }
+
+    def _check(self, r: Row) -> dict[str, Any]:
+        verdict = CHECK_VERDICTS[r.verdict]
+        if r.verdict == "FAIL" and r.diagnosis.startswith("raised "):
+            verdict = "error"
+        return {
+            "id": self.check_id(r),
+            "quantity": r.quantity,
+            "t_range": r.t_range,
+            "verdict": verdict,
+            "diagnosis": r.diagnosis,
+            "source": r.source,
+            "error": _number(r.max_abs),
+            "tolerance": _number(r.tolerance),
+            "ratio": _number(r.worst_ratio),
         }
 
     def table(self) -> str:

@@ -187,8 +187,8 @@ def max_examples(config: Any) -> int | None:
 
 
 def check_id(report: Any, row: Any) -> str:
-    """The test id of ``row``: ``<adapter>::<quantity>::<t>``."""
-    return f"{report.adapter}::{row.quantity}::{row.t_range}"
+    """The test id of ``row``: ``<adapter>::<quantity>::<t>`` (:meth:`Report.check_id`)."""
+    return str(report.check_id(row))
 
 
 def declared(config: Any) -> dict[str, str]:

@@ -402,7 +402,12 @@ def test_json_report_validates_and_keeps_every_row(tmp_path):
     jsonschema.validate(doc, _schema())
     assert doc["version"] == REPORT_VERSION and doc["conforms"] is False
     assert [r["conforms"] for r in doc["reports"]] == [True, False]
-    assert len(doc["reports"][1]["rows"]) == len(bad.rows)
+    assert len(doc["reports"][1]["rows"]) == len(bad.rows) == len(doc["reports"][1]["checks"])
+    checks = doc["reports"][1]["checks"]
+    assert {c["verdict"] for c in checks} <= {"ok", "fault", "divergence", "error", "refused"}
+    fault = next(c for c in checks if c["verdict"] == "fault")
+    assert fault["id"].startswith("mine-bad::") or "::" in fault["id"]
+    assert fault["ratio"] == "inf" or float(fault["ratio"]) > 1
     fail = next(r for r in doc["reports"][1]["rows"] if r["verdict"] == "FAIL")
     assert fail["diagnosis"] == "noise added at the last step" and fail["where"].startswith("t=0")
     skipped = next(r for r in doc["reports"][0]["rows"] if r["verdict"] == "skipped")
