@@ -12,7 +12,8 @@ scheduler's class and config. :func:`check_solver` returns a :class:`~.report.Re
               is the σ of the timestep the model is given (within 1e-3 relative, either
               interpolation between the table's integers); the whole loop runs and ends finite.
               A violation lists the N and a one-line reproduction.
-``agreement`` the final output of the scheduler's loop, driven by the exact model of
+``agreement`` the final output of the scheduler's loop (on failure, the first step whose state
+              already differs), driven by the exact model of
               single-Gaussian data, against npddpm's reference of the claimed method run on the
               scheduler's own noise levels (:mod:`npddpm.samplers`), for N in ``agree_steps``.
               Tolerance 16·eps₃₂·N·s with s = max(1, σ̃_max) (the VE-scaled schedulers carry
@@ -103,9 +104,11 @@ class SolverAdapter:
         s.set_timesteps(n)
         return (np.asarray(s.timesteps, dtype=np.float64), np.asarray(s.sigmas, np.float64), s)
 
-    def run(self, n: int, mixture: GaussianMixture, x_T: Array) -> tuple[Array, Array]:
+    def run(self, n: int, mixture: GaussianMixture, x_T: Array,
+            record: list[Array] | None = None) -> tuple[Array, Array]:
         """The scheduler's loop with the exact model; ``x_T`` in the path's own scale at the
-        first level (VP x, or the flow's x). Returns (output, sigmas)."""
+        first level (VP x, or the flow's x). Returns (output, sigmas); ``record`` receives the
+        state after every ``step`` call, in that scale."""
         import torch
 
         _, sig, s = self.levels(n)
@@ -119,6 +122,10 @@ class SolverAdapter:
             xin = s.scale_model_input(x, t) if hasattr(s, "scale_model_input") else x
             out = self._model(mixture, xin.numpy().astype(np.float64), level)
             x = s.step(torch.tensor(out), t, x).prev_sample
+            if record is not None:
+                nxt = float(s.sigmas[min(s.step_index, len(s.sigmas) - 1)])
+                scale = math.sqrt(1 + nxt * nxt) if ve_scaled else 1.0
+                record.append(np.asarray(x.numpy(), dtype=np.float64) / scale)
         return np.asarray(x.numpy(), dtype=np.float64), sig
 
     def final_level(self, s: Any) -> float:
@@ -222,7 +229,8 @@ class KarrasLoopAdapter(SolverAdapter):
     def sigma_mismatch(self, ts: Array, sig: Array, s: Any) -> float | None:
         return None  # the model is given σ itself
 
-    def run(self, n: int, mixture: GaussianMixture, x_T: Array) -> tuple[Array, Array]:
+    def run(self, n: int, mixture: GaussianMixture, x_T: Array,
+            record: list[Array] | None = None) -> tuple[Array, Array]:
         import torch
 
         sig = np.asarray(self.sigmas_fn(n), dtype=np.float64)
@@ -342,8 +350,9 @@ def _contract_rows(adapter: SolverAdapter, n_max: int) -> list[Row]:
 
 
 def _reference(adapter: SolverAdapter, kwargs: dict[str, Any], sig: Array, n_model: int,
-               x_T: Array) -> Array:
-    """npddpm's reference on the scheduler's own levels."""
+               x_T: Array, trajectory: bool = False) -> Any:
+    """npddpm's reference on the scheduler's own levels (with ``trajectory``: the VP-scale
+    state after each step, a list)."""
     from .. import samplers
 
     claim = adapter.claim
@@ -355,14 +364,44 @@ def _reference(adapter: SolverAdapter, kwargs: dict[str, Any], sig: Array, n_mod
     if adapter.flow:
         fp = FlowMatching(t_min=float(min(levels[-1], 1e-3)), t_max=1.0)
         oracle = GAUSS.denoiser(fp, prediction="flow")
+        if trajectory:
+            traj = fn(fp, oracle, x_T, spacing=levels, final=final, return_trajectory=True,
+                      **kwargs)[1]
+            return [np.asarray(v) for v in traj[1:]]
         return np.asarray(fn(fp, oracle, x_T, spacing=levels, final=final, **kwargs))
     vp = VE(float(levels[-1]), float(levels[0]))
     oracle = GAUSS.denoiser(vp, prediction="eps")
     a0 = 1.0 / math.sqrt(1.0 + float(levels[0]) ** 2)
+    if trajectory:
+        traj = fn(vp, oracle, x_T / a0, spacing=levels, final=final, prediction="eps",
+                  return_trajectory=True, **kwargs)[1]
+        after = np.append(levels, 0.0)[1:] if final == "zero" else levels[1:]
+        return [np.asarray(v) / math.sqrt(1.0 + float(lv) ** 2)
+                for v, lv in zip(traj[1:], after, strict=True)]
     out = np.asarray(fn(vp, oracle, x_T / a0, spacing=levels, final=final, prediction="eps",
                         **kwargs))
     # back to the VP scale at the final level (α = 1 at σ = 0)
     return out if final == "zero" else out / math.sqrt(1.0 + float(levels[-1]) ** 2)
+
+
+def _first_divergence(adapter: SolverAdapter, claim: SolverClaim, n: int, sig: Array,
+                      x_T: Array, tol: float) -> str | None:
+    """"step k of N (σ̃ a → b)": the first step after which the scheduler's state and the
+    reference's differ by more than the tolerance of k steps; None where the scheduler's
+    steps are not one per level (Heun), its loop is opaque, or its state after a call is not
+    yet final (UniPC applies the corrector of step k at the start of call k + 1)."""
+    corrected = claim.reference == "unipc" and claim.kwargs.get("corrector", True)
+    if claim.interleaved or corrected or isinstance(adapter, KarrasLoopAdapter):
+        return None
+    states: list[Array] = []
+    adapter.run(n, GAUSS, x_T, record=states)
+    ref = _reference(adapter, claim.kwargs, sig, n, x_T, trajectory=True)
+    if len(states) != len(ref):
+        return None
+    for k, (a, b) in enumerate(zip(states, ref, strict=True)):
+        if np.max(np.abs(a - b)) > tol * (k + 1) / n:
+            return f"step {k + 1} of {n} (σ̃ {float(sig[k]):.4g} → {float(sig[k + 1]):.4g})"
+    return None
 
 
 def _yardstick_kwargs(adapter: SolverAdapter) -> tuple[str, dict[str, Any]] | None:
@@ -489,7 +528,9 @@ def _check(adapter: SolverAdapter, claim: SolverClaim, n_max: int, agree_steps: 
             tol = 16 * EPS32 * N * _state_scale(adapter, sig)
             err = float(np.max(np.abs(got - want)))
             verdict, diag, source = ("ok", "", "") if err <= tol else ("FAIL", "unexplained", "")
+            where = f"element {int(np.argmax(np.abs(got - want)))}"
             if verdict == "FAIL":
+                where = _first_divergence(adapter, claim, N, sig, x_T, tol) or where
                 for name, (kw, src) in claim.variants.items():
                     alt = _reference(adapter, kw, sig, N, x_T)
                     if np.max(np.abs(got - alt)) <= tol:
@@ -498,7 +539,7 @@ def _check(adapter: SolverAdapter, claim: SolverClaim, n_max: int, agree_steps: 
             i = int(np.argmax(np.abs(got - want)))
             rows.append(Row("agreement", f"N={N}", err,
                             err / max(float(np.max(np.abs(want))), 1e-300), err / tol,
-                            verdict, diag, source, f"element {i}",
+                            verdict, diag, source, where,
                             float(want.flat[i]), float(got.flat[i]), tol))
     if claim.order is not None and not claim.stochastic:
         try:

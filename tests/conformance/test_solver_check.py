@@ -42,6 +42,8 @@ def test_third_order_multistep_is_named_and_fails():
     r = _check("DPMSolverMultistepScheduler", {"solver_order": 3}, n_max=5)
     bad = [row for row in r.failures if row.quantity == "agreement"]
     assert bad and all("φ₃" in row.diagnosis and row.worst_ratio >= 10 for row in bad), r.table()
+    # located at the first third-order step (the third step: orders 1, 2, then 3)
+    assert bad[0].where.startswith("step 3 of 10"), r.table()
 
 
 def test_unipc_bh1_is_nan_at_the_final_zero_sigma():
@@ -131,6 +133,20 @@ def test_seeded_faults_fail_with_margin(cls, cfg, claim, quantity):
         assert min(row.worst_ratio for row in rows) >= 10, r.table()
     if quantity == "order":
         assert rows[0].got < 2 - 0.3 * 3, r.table()  # measured ~1.0: ≥ 3 margins short
+
+
+class EpsLate(diffusers.EulerDiscreteScheduler):
+    """The model output 1 % too large from the sixth step on."""
+
+    def step(self, model_output, *a, **k):
+        scale = 1.01 if (self.step_index or 0) >= 5 else 1.0
+        return super().step(model_output * scale, *a, **k)
+
+
+def test_a_late_fault_is_located_at_its_step():
+    r = _check(EpsLate, n_max=3)
+    rows = [row for row in r.failures if row.quantity == "agreement"]
+    assert rows and all(row.where.startswith("step 6 of") for row in rows), r.table()
 
 
 def test_not_an_adapter_is_a_type_error():
