@@ -20,6 +20,7 @@ from .solver_check import (
     KarrasLoopAdapter,
     SolverAdapter,
     SolverClaim,
+    StepFunctionAdapter,
     check_solver,
 )
 
@@ -40,6 +41,7 @@ __all__ = [
     "Row",
     "SolverAdapter",
     "SolverClaim",
+    "StepFunctionAdapter",
     "assert_conforms",
     "check",
     "check_loop",

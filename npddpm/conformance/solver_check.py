@@ -53,6 +53,7 @@ __all__ = [
     "KarrasLoopAdapter",
     "SolverAdapter",
     "SolverClaim",
+    "StepFunctionAdapter",
     "check_solver",
 ]
 
@@ -246,6 +247,59 @@ class KarrasLoopAdapter(SolverAdapter):
         out = self.sample(model, x, torch.tensor(sig, dtype=x.dtype), **self.kwargs)
         last = float(sig[-1])
         return np.asarray(out.numpy(), dtype=np.float64) / math.sqrt(1 + last * last), sig
+
+
+class StepFunctionAdapter(SolverAdapter):
+    """Your solver as two functions, one model call per step.
+
+    ``sigmas(N)`` gives the N + 1 VE levels σ̃ (noisiest first; the last 0 or σ_min).
+    ``step(model_output, i, x, sigmas)`` returns the state after step i, with x in the VE scale
+    x̃ = x/α (k-diffusion's and diffusers' Euler-family convention). The model is npddpm's
+    exact one, at ``sigmas[i]``, given the VP-scale x = x̃/√(1 + σ̃²) and predicting
+    ``prediction`` (``"epsilon"``, ``"sample"`` or ``"v_prediction"``). Methods with several
+    model calls per step need a :class:`SolverAdapter` subclass (or :class:`KarrasLoopAdapter`
+    for a whole loop).
+    """
+
+    def __init__(self, sigmas: Callable[[int], Any], step: Callable[..., Any],
+                 claim: SolverClaim, *, prediction: str = "epsilon",
+                 name: str = "step function") -> None:
+        if not callable(sigmas) or not callable(step):
+            raise TypeError("sigmas and step must be callables")
+        if prediction not in ("epsilon", "sample", "v_prediction"):
+            raise ValueError(
+                f"prediction must be 'epsilon', 'sample' or 'v_prediction', got {prediction!r}"
+            )
+        self.sigmas_fn, self.step_fn, self.claim = sigmas, step, claim
+        self.prediction, self.name = prediction, str(name)
+        self.config = {"step": getattr(step, "__name__", "step"), "prediction": prediction}
+
+    def make(self) -> Any:
+        return None
+
+    def levels(self, n: int) -> tuple[Array, Array, Any]:
+        sig = np.asarray(self.sigmas_fn(n), dtype=np.float64)
+        self._last = float(sig[-1])
+        return sig[:-1], sig, None
+
+    def final_level(self, s: Any) -> float:
+        # "zero": the data; otherwise the claim accepts the level the sigmas end at
+        return 0.0 if self.claim.final == "zero" else self._last
+
+    def sigma_mismatch(self, ts: Array, sig: Array, s: Any) -> float | None:
+        return None  # the model is evaluated at the σ of each step
+
+    def run(self, n: int, mixture: GaussianMixture, x_T: Array,
+            record: list[Array] | None = None) -> tuple[Array, Array]:
+        sig = np.asarray(self.sigmas_fn(n), dtype=np.float64)
+        x = np.asarray(x_T, dtype=np.float64) * math.sqrt(1 + float(sig[0]) ** 2)
+        for i in range(sig.size - 1):
+            level = float(sig[i])
+            out = self._model(mixture, x / math.sqrt(1 + level * level), level)
+            x = np.asarray(self.step_fn(out, i, x, sig), dtype=np.float64)
+            if record is not None:
+                record.append(x / math.sqrt(1 + float(sig[i + 1]) ** 2))
+        return x / math.sqrt(1 + float(sig[-1]) ** 2), sig
 
 
 def _claim(cls: str, cfg: Any) -> SolverClaim:

@@ -195,3 +195,31 @@ def test_stochastic_schedulers_law(cfg, claim, passes):
     r = _check(cls, cfg, claim, n_max=3)
     law = next(row for row in r.rows if row.quantity == "law")
     assert (law.verdict == "ok") == passes, r.table()
+
+
+def _karras(n):
+    import numpy as np
+
+    ramp = np.linspace(0, 1, n)
+    return np.append((80 ** (1 / 7) + ramp * (0.002 ** (1 / 7) - 80 ** (1 / 7))) ** 7, 0.0)
+
+
+def _euler_step(eps, i, x, sigmas):
+    return x + (sigmas[i + 1] - sigmas[i]) * eps  # dx̃/dσ̃ = ε̂ in the VE scale
+
+
+def _euler_step_wrong(eps, i, x, sigmas):
+    return x + (sigmas[i + 1] - sigmas[i]) * 1.002 * eps
+
+
+@pytest.mark.parametrize("step,ok", [(_euler_step, True), (_euler_step_wrong, False)])
+def test_a_step_function_is_checked(step, ok):
+    from npddpm.conformance import StepFunctionAdapter
+
+    r = check_solver(StepFunctionAdapter(_karras, step, SolverClaim("euler", order=1),
+                                         name="my euler"), n_max=20)
+    assert r.conforms == ok, r.table()
+    if not ok:
+        rows = [row for row in r.failures if row.quantity == "agreement"]
+        assert rows and min(row.worst_ratio for row in rows) >= 10, r.table()
+        assert rows[0].where.startswith("step 1 of"), r.table()
