@@ -13,7 +13,8 @@ scheduler's class and config. :func:`check_solver` returns a :class:`~.report.Re
               interpolation between the table's integers); the whole loop runs and ends finite.
               A violation lists the N and a one-line reproduction.
 ``agreement`` the final output of the scheduler's loop (on failure, the first step whose state
-              already differs), driven by the exact model of
+              already differs; for diffusers' schedulers also with a float32 state,
+              ``agreement (float32)``, against the same tolerance), driven by the exact model of
               single-Gaussian data, against npddpm's reference of the claimed method run on the
               scheduler's own noise levels (:mod:`npddpm.samplers`), for N in ``agree_steps``.
               Tolerance 16·eps₃₂·N·s with s = max(1, σ̃_max) (the VE-scaled schedulers carry
@@ -93,6 +94,7 @@ class SolverAdapter:
     name = "solver"
     flow = False
     prediction = "epsilon"
+    dtype = "float64"  #: the state's precision in the scheduler's loop ("float32" as in use)
     claim: SolverClaim
     config: dict[str, Any]
 
@@ -116,13 +118,14 @@ class SolverAdapter:
         s0 = float(sig[0])
         # the scheduler's own scale: x̃ = x/α for the VE-scaled ones (init_noise_sigma ≈ σ̃_max)
         ve_scaled = not self.flow and float(getattr(s, "init_noise_sigma", 1.0)) > 1.5
-        x = torch.tensor(x_T) * (math.sqrt(1 + s0 * s0) if ve_scaled else 1.0)
+        tdt = torch.float32 if self.dtype == "float32" else torch.float64
+        x = (torch.tensor(x_T) * (math.sqrt(1 + s0 * s0) if ve_scaled else 1.0)).to(tdt)
         for t in s.timesteps:
             idx = s.step_index if s.step_index is not None else 0
             level = float(s.sigmas[idx])
             xin = s.scale_model_input(x, t) if hasattr(s, "scale_model_input") else x
             out = self._model(mixture, xin.numpy().astype(np.float64), level)
-            x = s.step(torch.tensor(out), t, x).prev_sample
+            x = s.step(torch.tensor(out).to(tdt), t, x).prev_sample
             if record is not None:
                 nxt = float(s.sigmas[min(s.step_index, len(s.sigmas) - 1)])
                 scale = math.sqrt(1 + nxt * nxt) if ve_scaled else 1.0
@@ -569,32 +572,14 @@ def _check(adapter: SolverAdapter, claim: SolverClaim, n_max: int, agree_steps: 
         rows.append(Row("agreement", "-", math.nan, math.nan, math.nan, "skipped",
                         "npddpm has no reference of this method's own step rule"))
     else:
-        for N in agree_steps:
+        rows += _agreement_rows(adapter, claim, agree_steps, n, seed, "agreement")
+        if isinstance(adapter, DiffusersSolverAdapter) and adapter.dtype == "float64":
+            adapter.dtype = "float32"  # the state as people run it, against the same tolerance
             try:
-                _, sig, _ = adapter.levels(N)
-                x_T = _start(adapter, float(sig[0]), n, seed)
-                got, sig = adapter.run(N, GAUSS, x_T)
-                want = _reference(adapter, claim.kwargs, sig, N, x_T)
-            except Exception as exc:
-                rows.append(Row("agreement", f"N={N}", math.nan, math.nan, math.inf, "FAIL",
-                                f"raised {type(exc).__name__}: {exc}"[:160]))
-                continue
-            tol = 16 * EPS32 * N * _state_scale(adapter, sig)
-            err = float(np.max(np.abs(got - want)))
-            verdict, diag, source = ("ok", "", "") if err <= tol else ("FAIL", "unexplained", "")
-            where = f"element {int(np.argmax(np.abs(got - want)))}"
-            if verdict == "FAIL":
-                where = _first_divergence(adapter, claim, N, sig, x_T, tol) or where
-                for name, (kw, src) in claim.variants.items():
-                    alt = _reference(adapter, kw, sig, N, x_T)
-                    if np.max(np.abs(got - alt)) <= tol:
-                        diag, source = name, src
-                        break
-            i = int(np.argmax(np.abs(got - want)))
-            rows.append(Row("agreement", f"N={N}", err,
-                            err / max(float(np.max(np.abs(want))), 1e-300), err / tol,
-                            verdict, diag, source, where,
-                            float(want.flat[i]), float(got.flat[i]), tol))
+                rows += _agreement_rows(adapter, claim, agree_steps, n, seed,
+                                        "agreement (float32)")
+            finally:
+                adapter.dtype = "float64"
     if claim.order is not None and not claim.stochastic:
         try:
             rows.append(_order_row(adapter, claim, order_steps, n, seed))
@@ -603,6 +588,39 @@ def _check(adapter: SolverAdapter, claim: SolverClaim, n_max: int, agree_steps: 
                             math.nan, math.inf, "FAIL",
                             f"raised {type(exc).__name__}: {exc}"[:160]))
     return Report(adapter.name, rows, notes, dict(adapter.config))
+
+
+def _agreement_rows(adapter: SolverAdapter, claim: SolverClaim, agree_steps: Sequence[int],
+                    n: int, seed: int, label: str) -> list[Row]:
+    """The whole-loop agreement rows (see the module docstring)."""
+    rows = []
+    for N in agree_steps:
+        try:
+            _, sig, _ = adapter.levels(N)
+            x_T = _start(adapter, float(sig[0]), n, seed)
+            got, sig = adapter.run(N, GAUSS, x_T)
+            want = _reference(adapter, claim.kwargs, sig, N, x_T)
+        except Exception as exc:
+            rows.append(Row(label, f"N={N}", math.nan, math.nan, math.inf, "FAIL",
+                            f"raised {type(exc).__name__}: {exc}"[:160]))
+            continue
+        tol = 16 * EPS32 * N * _state_scale(adapter, sig)
+        err = float(np.max(np.abs(got - want)))
+        verdict, diag, source = ("ok", "", "") if err <= tol else ("FAIL", "unexplained", "")
+        where = f"element {int(np.argmax(np.abs(got - want)))}"
+        if verdict == "FAIL":
+            where = _first_divergence(adapter, claim, N, sig, x_T, tol) or where
+            for name, (kw, src) in claim.variants.items():
+                alt = _reference(adapter, kw, sig, N, x_T)
+                if np.max(np.abs(got - alt)) <= tol:
+                    diag, source = name, src
+                    break
+        i = int(np.argmax(np.abs(got - want)))
+        rows.append(Row(label, f"N={N}", err,
+                        err / max(float(np.max(np.abs(want))), 1e-300), err / tol,
+                        verdict, diag, source, where,
+                        float(want.flat[i]), float(got.flat[i]), tol))
+    return rows
 
 
 LAW_SAMPLES = 20_000
