@@ -51,6 +51,7 @@ PATHS = {
         paths.DiscreteVP(Schedule.from_name("cosine", 1000)),
         "v",
     ),
+    "vp_cosine_x0": (paths.VPCosine(), "x0"),
 }
 
 
