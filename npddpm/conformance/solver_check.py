@@ -24,7 +24,9 @@ scheduler's class and config. :func:`check_solver` returns a :class:`~.report.Re
               variant agrees, the row names it (a fault with its source).
 ``law``       (stochastic schedulers) the output's mean and covariance from x_T ~ q against the
               exact law of npddpm's reference on the scheduler's levels, n = 20,000,
-              P(false failure) ≤ 3e-6 (:func:`_law_row`).
+              P(false failure) ≤ 3e-6 (:func:`_law_row`); and on mixture data against a
+              sample of the reference, two-sample KS on 4 projections, P(false failure) ≤ 1e-4
+              (``law (mixture)``).
 ``order``     the RMS error against the exact flow map (one Gaussian: exact to any level,
               also σ = 0) for N in ``order_steps``, the fitted slope beside the claimed order.
               Measured below claimed − 0.3 is a FAIL (one-Gaussian data may converge *faster*
@@ -288,6 +290,7 @@ def _check(adapter: SolverAdapter, claim: SolverClaim, n_max: int, agree_steps: 
     notes = [f"contract for N = 1…{n_max}", "data: one 2-D Gaussian, its exact model"]
     if claim.stochastic and claim.reference is not None:
         rows.append(_law_row(adapter, claim, seed))
+        rows.append(_mixture_law_row(adapter, claim, seed))
     elif claim.stochastic:
         rows.append(Row("law", "-", math.nan, math.nan, math.nan, "skipped",
                         "stochastic, and npddpm has no reference of its law"))
@@ -387,6 +390,52 @@ def _law_row(adapter: SolverAdapter, claim: SolverClaim, seed: int) -> Row:
                f"npddpm's {claim.reference} on the same levels (worst {worst:.1f} standard "
                "errors; P(false failure) ≤ 3e-6)", "", f"n = {n}",
                math.nan, math.nan, 5.0)
+
+
+MIX = GaussianMixture([0.3, 0.7], [[1.0, -1.0], [-1.0, 0.5]], [[0.2, 0.1], [0.3, 0.05]])
+LAW_ALPHA = 1e-4  #: P(false failure) of the mixture law row (Bonferroni over its projections)
+
+
+def _mixture_law_row(adapter: SolverAdapter, claim: SolverClaim, seed: int) -> Row:
+    """The scheduler's output on two-component mixture data against npddpm's reference on
+    the same levels, both sampled (independent noise, n = 20,000 each), by two-sample
+    Kolmogorov–Smirnov tests on 4 fixed projections, each at ``LAW_ALPHA``/4: P(false
+    failure) ≤ 1e-4. No closed form exists for a mixture's discretised chain, hence two
+    samples."""
+    import torch
+    from scipy import stats
+
+    from .. import samplers
+
+    _, sig, _ = adapter.levels(LAW_STEPS)
+    rng = np.random.default_rng(seed + 7)
+    s0 = float(sig[0])
+    a0 = 1.0 / math.sqrt(1.0 + s0 * s0)
+
+    def start() -> Array:
+        x0 = MIX.sample(LAW_SAMPLES, rng)
+        return a0 * x0 + s0 * a0 * rng.standard_normal(x0.shape)
+
+    torch.manual_seed(seed + 7)
+    got, sig = adapter.run(LAW_STEPS, MIX, start())
+    final = "zero" if sig[-1] == 0.0 else "min"
+    levels = sig[:-1] if final == "zero" else sig
+    vp = VE(float(levels[-1]), float(levels[0]))
+    fn = getattr(samplers, claim.reference or "")
+    ref = np.asarray(fn(vp, MIX.denoiser(vp, prediction="eps"), start() / a0, spacing=levels,
+                        final=final, prediction="eps", seed=seed + 11, **claim.kwargs))
+    if final == "min":
+        ref = ref / math.sqrt(1.0 + float(levels[-1]) ** 2)
+    angles = np.pi * np.arange(4) / 4
+    dirs = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    p = min(float(stats.ks_2samp(got @ u, ref @ u).pvalue) for u in dirs)
+    limit = LAW_ALPHA / len(dirs)
+    ok = p >= limit
+    return Row("law (mixture)", f"N={LAW_STEPS}", math.nan, math.nan,
+               limit / p if p > 0 else math.inf, "ok" if ok else "FAIL",
+               "" if ok else f"its output law differs from npddpm's {claim.reference} on the "
+               f"same levels (two-sample KS p = {p:.2g} < {limit:g}; P(false failure) ≤ 1e-4)",
+               "", f"n = {LAW_SAMPLES} each, smallest p = {p:.3g}", math.nan, p, limit)
 
 
 def _order_row(adapter: SolverAdapter, claim: SolverClaim, order_steps: Sequence[int], n: int,
