@@ -78,8 +78,7 @@ class SolverAdapter:
 
         _, sig, s = self.levels(n)
         s0 = float(sig[0])
-        # the scheduler's own scale: x̃ = x/α for the VE-scaled ones (init_noise_sigma ≈ σ̃_max)
-        ve_scaled = not self.flow and float(getattr(s, "init_noise_sigma", 1.0)) > 1.5
+        ve_scaled = self.ve_scaled(s)
         tdt = torch.float32 if self.dtype == "float32" else torch.float64
         x = (torch.tensor(x_T) * (math.sqrt(1 + s0 * s0) if ve_scaled else 1.0)).to(tdt)
         for t in s.timesteps:
@@ -93,6 +92,11 @@ class SolverAdapter:
                 scale = math.sqrt(1 + nxt * nxt) if ve_scaled else 1.0
                 record.append(np.asarray(x.numpy(), dtype=np.float64) / scale)
         return np.asarray(x.numpy(), dtype=np.float64), sig
+
+    def ve_scaled(self, s: Any) -> bool:
+        """Whether scheduler ``s`` carries the VE-scaled state x̃ = x/α (its init_noise_sigma is
+        σ̃_max, not 1), as the Euler family does."""
+        return not self.flow and float(getattr(s, "init_noise_sigma", 1.0)) > 1.5
 
     def final_level(self, s: Any) -> float:
         """The σ the loop must end at: 0, or σ_min (the table's t = 0) where configured."""
@@ -152,12 +156,12 @@ class DiffusersSolverAdapter(SolverAdapter):
         self.config = dict(config or {})
         if not cls_name.startswith("FlowMatch"):
             self.config.setdefault("num_train_timesteps", 1000)
-        self.make()  # diffusers refuses bad configurations here
+        made = self.make()  # diffusers refuses bad configurations here
         shown = ", ".join(f"{k}={v!r}" for k, v in (config or {}).items())
         self.name = name or f"diffusers {self.cls.__name__}({shown})"
         self.flow = cls_name.startswith("FlowMatch")
         self.prediction = "flow" if self.flow else self.config.get("prediction_type", "epsilon")
-        self.claim = claim or _claim(cls_name, self.make().config)
+        self.claim = claim or _claim(cls_name, made.config)
 
     def make(self) -> Any:
         return self.cls(**self.config)

@@ -76,8 +76,6 @@ ORDER_MARGIN = 0.3
 
 
 def _contract_rows(adapter: SolverAdapter, n_max: int) -> list[Row]:
-    import torch
-
     claim = adapter.claim
     bad: dict[str, list[int]] = {k: [] for k in (
         "set_timesteps", "count", "monotone", "final level", "timestep↔σ", "loop")}
@@ -109,7 +107,6 @@ def _contract_rows(adapter: SolverAdapter, n_max: int) -> list[Row]:
         except Exception as exc:
             bad["loop"].append(n)
             first_error.setdefault("loop", f"{type(exc).__name__}: {exc}"[:120])
-    del torch
     rows = []
     what = {
         "set_timesteps": "set_timesteps(N) raises",
@@ -131,18 +128,24 @@ def _contract_rows(adapter: SolverAdapter, n_max: int) -> list[Row]:
     return rows
 
 
-def _reference(adapter: SolverAdapter, kwargs: dict[str, Any], sig: Array, n_model: int,
-               x_T: Array, trajectory: bool = False) -> Any:
-    """npddpm's reference on the scheduler's own levels (with ``trajectory``: the VP-scale
-    state after each step, a list)."""
-    from .. import samplers
-
-    claim = adapter.claim
-    fn = getattr(samplers, claim.reference or "")
+def _levels(claim: SolverClaim, sig: Array) -> tuple[Array, str]:
+    """The distinct levels of a scheduler's σ list for npddpm's solvers, and their ``final``
+    (``"zero"``: the list ends at σ = 0, which the solvers append themselves)."""
     final = "zero" if sig[-1] == 0.0 else "min"
     levels = sig[:-1] if final == "zero" else sig
     if claim.interleaved:  # [σ0, σ1, σ1, …, 0]: the distinct levels
         levels = np.concatenate([[sig[0]], sig[1:-1:2]])
+    return levels, final
+
+
+def _reference(adapter: SolverAdapter, name: str | None, kwargs: dict[str, Any], sig: Array,
+               x_T: Array, trajectory: bool = False) -> Any:
+    """npddpm's solver ``name`` with ``kwargs`` on the scheduler's own levels (with
+    ``trajectory``: the VP-scale state after each step, a list)."""
+    from .. import samplers
+
+    fn = getattr(samplers, name or "")
+    levels, final = _levels(adapter.claim, sig)
     if adapter.flow:
         fp = FlowMatching(t_min=float(min(levels[-1], 1e-3)), t_max=1.0)
         oracle = GAUSS.denoiser(fp, prediction="flow")
@@ -177,7 +180,7 @@ def _first_divergence(adapter: SolverAdapter, claim: SolverClaim, n: int, sig: A
         return None
     states: list[Array] = []
     adapter.run(n, GAUSS, x_T, record=states)
-    ref = _reference(adapter, claim.kwargs, sig, n, x_T, trajectory=True)
+    ref = _reference(adapter, claim.reference, claim.kwargs, sig, x_T, trajectory=True)
     if len(states) != len(ref):
         return None
     for k, (a, b) in enumerate(zip(states, ref, strict=True)):
@@ -205,23 +208,17 @@ def _yardstick_name(adapter: SolverAdapter) -> str:
     return f"{name}({', '.join(f'{k}={v!r}' for k, v in kw.items())})"
 
 
-def _yardstick(adapter: SolverAdapter, sig: Array, n: int, x_T: Array) -> Array | None:
+def _yardstick(adapter: SolverAdapter, sig: Array, x_T: Array) -> Array | None:
     ref = _yardstick_kwargs(adapter)
     if ref is None:
         return None
     name, kw = ref
-    saved = adapter.claim.reference
-    adapter.claim.reference = name
-    try:
-        return _reference(adapter, kw, sig, n, x_T)
-    finally:
-        adapter.claim.reference = saved
+    return _reference(adapter, name, kw, sig, x_T)
 
 
 def _state_scale(adapter: SolverAdapter, sig: Array) -> float:
     """The size of the state the scheduler carries in float32: σ̃_max for the VE-scaled."""
-    ve_scaled = not adapter.flow and float(getattr(adapter.make(), "init_noise_sigma", 1)) > 1.5
-    return max(1.0, float(sig[0])) if ve_scaled else 1.0
+    return max(1.0, float(sig[0])) if adapter.ve_scaled(adapter.make()) else 1.0
 
 
 def _exact(adapter: SolverAdapter, x_T: Array, sig: Array) -> Array:
@@ -325,7 +322,7 @@ def _agreement_rows(adapter: SolverAdapter, claim: SolverClaim, agree_steps: Seq
             _, sig, _ = adapter.levels(N)
             x_T = _start(adapter, float(sig[0]), n, seed)
             got, sig = adapter.run(N, GAUSS, x_T)
-            want = _reference(adapter, claim.kwargs, sig, N, x_T)
+            want = _reference(adapter, claim.reference, claim.kwargs, sig, x_T)
         except Exception as exc:
             rows.append(Row(label, f"N={N}", math.nan, math.nan, math.inf, "FAIL",
                             f"raised {type(exc).__name__}: {exc}"[:160]))
@@ -337,7 +334,7 @@ def _agreement_rows(adapter: SolverAdapter, claim: SolverClaim, agree_steps: Seq
         if verdict == "FAIL":
             where = _first_divergence(adapter, claim, N, sig, x_T, tol) or where
             for name, (kw, src) in claim.variants.items():
-                alt = _reference(adapter, kw, sig, N, x_T)
+                alt = _reference(adapter, claim.reference, kw, sig, x_T)
                 if np.max(np.abs(got - alt)) <= tol:
                     diag, source = name, src
                     break
@@ -371,8 +368,7 @@ def _law_row(adapter: SolverAdapter, claim: SolverClaim, seed: int) -> Row:
     x_T = _start(adapter, float(sig[0]), LAW_SAMPLES, seed)
     torch.manual_seed(seed)
     got, sig = adapter.run(LAW_STEPS, GAUSS, x_T)
-    final = "zero" if sig[-1] == 0.0 else "min"
-    levels = sig[:-1] if final == "zero" else sig
+    levels, final = _levels(claim, sig)
     fn = getattr(samplers, claim.reference or "")
     m = solver_moments(fn, VE(float(levels[-1]), float(levels[0])), GAUSS, spacing=levels,
                        final=final, start="marginal", prediction="eps", **claim.kwargs)
@@ -418,8 +414,7 @@ def _mixture_law_row(adapter: SolverAdapter, claim: SolverClaim, seed: int) -> R
 
     torch.manual_seed(seed + 7)
     got, sig = adapter.run(LAW_STEPS, MIX, start())
-    final = "zero" if sig[-1] == 0.0 else "min"
-    levels = sig[:-1] if final == "zero" else sig
+    levels, final = _levels(claim, sig)
     vp = VE(float(levels[-1]), float(levels[0]))
     fn = getattr(samplers, claim.reference or "")
     ref = np.asarray(fn(vp, MIX.denoiser(vp, prediction="eps"), start() / a0, spacing=levels,
@@ -449,7 +444,7 @@ def _order_row(adapter: SolverAdapter, claim: SolverClaim, order_steps: Sequence
         got, sig = adapter.run(N, GAUSS, x_T)
         exact = _exact(adapter, x_T, sig)
         errors.append(float(np.sqrt(np.mean((got - exact) ** 2))))
-        ref = _yardstick(adapter, sig, N, x_T)
+        ref = _yardstick(adapter, sig, x_T)
         if ref is not None:
             ref_errors.append(float(np.sqrt(np.mean((ref - exact) ** 2))))
     steps = np.asarray(order_steps, dtype=np.float64)
