@@ -199,32 +199,29 @@ def _singlestep(run: SolverRun, p: NoisePath, use_eps: bool, order: int, x: Arra
         tr = float(p.t_of_lam(np.asarray(lam_t + r * h)))
         return tr, float(p.alpha(np.asarray(tr))), float(p.sigma(np.asarray(tr)))
 
+    # as in _dpm_update: noise prediction integrates e^{−λ} (ĥ = h, weights σ, ratio of α),
+    # data prediction e^{λ} (ĥ = −h, weights α, ratio of σ); one form serves both
+    hh = h if use_eps else -h
+    pick = 1 if use_eps else 0  # model_at returns (x̂₀, ε̂)
+
+    def coefs(a: float, s: float) -> tuple[float, float]:
+        return (a / a_t, s) if use_eps else (s / s_t, a)
+
+    m = eps if use_eps else x0
+    ratio, w = coefs(a_s, s_s)
+    phi = math.expm1(hh)
     t1, a1, s1 = level(r1)
-    if use_eps:
-        u1 = (a1 / a_t) * x - s1 * math.expm1(r1 * h) * eps
-        e1 = run.model_at(u1, t1)[1]
-        if order == 2:
-            return np.asarray((a_s / a_t) * x - s_s * math.expm1(h) * eps
-                              - s_s / (2.0 * r1) * math.expm1(h) * (e1 - eps))
-        t2, a2, s2 = level(r2)
-        d1 = e1 - eps
-        u2 = ((a2 / a_t) * x - s2 * math.expm1(r2 * h) * eps
-              - s2 * r2 / r1 * (math.expm1(r2 * h) / (r2 * h) - 1.0) * d1)
-        d2 = run.model_at(u2, t2)[1] - eps
-        return np.asarray((a_s / a_t) * x - s_s * math.expm1(h) * eps
-                          - s_s / r2 * (math.expm1(h) / h - 1.0) * d2)
-    u1 = (s1 / s_t) * x - a1 * math.expm1(-r1 * h) * x0
-    m1 = run.model_at(u1, t1)[0]
+    ratio1, w1 = coefs(a1, s1)
+    u1 = ratio1 * x - w1 * math.expm1(r1 * hh) * m
+    d1 = run.model_at(u1, t1)[pick] - m
     if order == 2:
-        return np.asarray((s_s / s_t) * x - a_s * math.expm1(-h) * x0
-                          - a_s / (2.0 * r1) * math.expm1(-h) * (m1 - x0))
+        return np.asarray(ratio * x - w * phi * m - w / (2.0 * r1) * phi * d1)
     t2, a2, s2 = level(r2)
-    d1 = m1 - x0
-    u2 = ((s2 / s_t) * x - a2 * math.expm1(-r2 * h) * x0
-          + a2 * r2 / r1 * (math.expm1(-r2 * h) / (r2 * h) + 1.0) * d1)
-    d2 = run.model_at(u2, t2)[0] - x0
-    return np.asarray((s_s / s_t) * x - a_s * math.expm1(-h) * x0
-                      + a_s / r2 * (math.expm1(-h) / h + 1.0) * d2)
+    ratio2, w2 = coefs(a2, s2)
+    phi2 = math.expm1(r2 * hh)
+    u2 = ratio2 * x - w2 * phi2 * m - w2 * r2 / r1 * (phi2 / (r2 * hh) - 1.0) * d1
+    d2 = run.model_at(u2, t2)[pick] - m
+    return np.asarray(ratio * x - w * phi * m - w / r2 * (phi / hh - 1.0) * d2)
 
 
 # --------------------------------------------------------------------------- UniPC
