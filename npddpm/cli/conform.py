@@ -288,7 +288,7 @@ def _conform_solvers(
     import warnings
 
     from .._progress import bar
-    from ..conformance.solver_check import DiffusersSolverAdapter, check_solver
+    from ..conformance import DiffusersSolverAdapter, check_solver
 
     if args.scheduler:
         configs = [(args.scheduler, _options(args.option))]

@@ -15,14 +15,14 @@ from .diagnoses import DIAGNOSES, Diagnosis
 from .diffusers_adapter import DiffusersAdapter
 from .loop import LOOP_ALPHA, check_loop, default_loop_data
 from .report import REPORT_VERSION, ConformanceError, Report, Row, write_reports
-from .solver_check import (
+from .solver_adapters import (
     DiffusersSolverAdapter,
     KarrasLoopAdapter,
     SolverAdapter,
     SolverClaim,
     StepFunctionAdapter,
-    check_solver,
 )
+from .solver_check import check_solver
 
 __all__ = [
     "DIAGNOSES",

@@ -54,17 +54,9 @@ from .solver_adapters import (
     KarrasLoopAdapter,
     SolverAdapter,
     SolverClaim,
-    StepFunctionAdapter,
 )
 
-__all__ = [
-    "DiffusersSolverAdapter",
-    "KarrasLoopAdapter",
-    "SolverAdapter",
-    "SolverClaim",
-    "StepFunctionAdapter",
-    "check_solver",
-]
+__all__ = ["check_solver"]
 
 Array = np.ndarray
 EPS32 = float(np.finfo(np.float32).eps)

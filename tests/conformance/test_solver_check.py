@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from npddpm.conformance.solver_check import DiffusersSolverAdapter, SolverClaim, check_solver
+from npddpm.conformance import DiffusersSolverAdapter, SolverClaim, check_solver
 
 pytestmark = [pytest.mark.torch, pytest.mark.filterwarnings("ignore")]
 torch = pytest.importorskip("torch")
