@@ -141,3 +141,25 @@ def test_nll_and_grid_sampling(tmp_path, capsys):
     assert "nats" in capsys.readouterr().out
     assert main(["nll", str(two / "checkpoint.npz"), "--grid"]) != 0
     assert "grey levels" in capsys.readouterr().err
+
+
+def test_train_options_reach_the_run(tmp_path):
+    """Every training option of the CLI lands in the checkpoint's config, and the log and
+    checkpoint periods are the ones asked for."""
+    import json
+
+    from npddpm.io import load_checkpoint
+
+    out = tmp_path / "run"
+    args = ["train", "--steps", "6", "--timesteps", "20", "--hidden", "8", "--out", str(out)]
+    args += ["--lr", "2e-3", "--lr-warmup", "3", "--grad-clip", "none", "--profile", "diffusers"]
+    args += ["--ema-decay", "0.9", "--no-ema-warmup", "--checkpoint-every", "4"]
+    args += ["--log-every", "2", "--quiet"]
+    assert main(args) == 0
+    _, header = load_checkpoint(out / "checkpoint.npz")
+    cfg = header["config"]
+    assert (cfg["lr"], cfg["warmup_steps"], cfg["grad_clip"]) == (2e-3, 3, None)
+    assert (cfg["profile"], cfg["ema_decay"], cfg["ema_warmup"]) == ("diffusers", 0.9, False)
+    assert (cfg["checkpoint_every"], cfg["log_every"]) == (4, 2)
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and all(s % 2 == 0 for s in steps), steps

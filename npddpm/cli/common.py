@@ -69,6 +69,29 @@ def seed_int(text: str) -> int:
     return value
 
 
+def nonneg_int(text: str) -> int:
+    """An ``int`` >= 0."""
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def clip_norm(text: str) -> float | None:
+    """A gradient-clipping norm: a finite ``float`` > 0, or ``none`` for no clipping."""
+    if text.strip().lower() == "none":
+        return None
+    return positive_float(text)
+
+
+def ema_decay(text: str) -> float:
+    """An EMA decay: a ``float`` in [0, 1)."""
+    value = nonneg_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1) (e.g. 0.999), got {text!r}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """A finite ``float`` > 0."""
     value = nonneg_float(text)

@@ -6,7 +6,10 @@ import argparse
 
 from .common import (
     check_backend,
+    clip_norm,
+    ema_decay,
     fail,
+    nonneg_int,
     positive_float,
     positive_int,
     seed_int,
@@ -18,7 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand to ``sub``."""
     from ..diffusion import LOSS_TYPES, MEAN_TYPES, VAR_TYPES
     from ..kernels import BACKENDS
+    from ..profiles import PROFILES
     from ..schedules import schedule_names
+    from ..training import TrainConfig
+
+    defaults = TrainConfig()
 
     tr = sub.add_parser("train", help="train a denoiser on a dataset")
     tr.add_argument("--dataset", default="8gaussians", help="a name from npddpm.data.NAMES")
@@ -31,7 +38,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--out", required=True, help="output directory (checkpoint, log)")
     tr.add_argument("--steps", type=positive_int, default=3000, help="training steps")
     tr.add_argument("--batch-size", type=positive_int, default=256, help="examples per step")
-    tr.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
+    tr.add_argument("--lr", type=positive_float, default=defaults.lr, help="Adam learning rate")
+    tr.add_argument(
+        "--lr-warmup",
+        type=nonneg_int,
+        default=defaults.warmup_steps,
+        help="steps of linear learning-rate warm-up from 0 to --lr",
+    )
+    tr.add_argument(
+        "--grad-clip",
+        type=clip_norm,
+        default=defaults.grad_clip,
+        help="clip the global gradient norm to this value ('none': no clipping)",
+    )
     tr.add_argument(
         "--schedule", default="linear", choices=schedule_names(), help="named beta schedule"
     )
@@ -43,14 +62,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     tr.add_argument("--var-type", default="fixed_small", choices=VAR_TYPES, help="reverse variance")
     tr.add_argument("--loss-type", default="mse", choices=LOSS_TYPES, help="training loss")
+    tr.add_argument(
+        "--profile",
+        default=defaults.profile,
+        choices=list(PROFILES),
+        help="the reference whose conventions the diffusion follows (npddpm.profiles)",
+    )
     tr.add_argument("--hidden", type=positive_int, default=None, help="MLP width")
     tr.add_argument("--channels", type=positive_int, default=None, help="U-Net base channels")
     tr.add_argument("--seed", type=seed_int, default=0, help="seed of init, batches, noise")
     tr.add_argument("--backend", default="numpy", choices=BACKENDS, help="where q_sample runs")
     tr.add_argument(
         "--ema-decay",
-        type=float,
-        default=0.999,
+        type=ema_decay,
+        default=defaults.ema_decay,
         help="decay δ of the EMA of the weights that `sample` uses (default %(default)s)",
     )
     tr.add_argument(
@@ -59,6 +84,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=True,
         help="ramp the EMA decay as the run starts, min(δ, (1+n)/(10+n)) at update n, so "
         "short runs sample trained weights (default: on)",
+    )
+    tr.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        default=defaults.checkpoint_every,
+        help="write a checkpoint every this many steps (and at the end)",
+    )
+    tr.add_argument(
+        "--log-every",
+        type=positive_int,
+        default=defaults.log_every,
+        help="append the loss to log.jsonl every this many steps",
     )
     tr.add_argument("--resume", default=None, help="continue from this checkpoint")
     tr.add_argument(
@@ -93,13 +130,18 @@ def run(args: argparse.Namespace) -> int:
             mean_type=args.mean_type,
             var_type=args.var_type,
             loss_type=args.loss_type,
+            profile=args.profile,
             batch_size=args.batch_size,
             steps=args.steps,
             lr=args.lr,
+            warmup_steps=args.lr_warmup,
+            grad_clip=args.grad_clip,
             ema_decay=args.ema_decay,
             ema_warmup=args.ema_warmup,
             seed=args.seed,
             backend=args.backend,
+            checkpoint_every=args.checkpoint_every,
+            log_every=args.log_every,
         )
         trainer = train(
             cfg,
