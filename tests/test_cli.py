@@ -163,3 +163,17 @@ def test_train_options_reach_the_run(tmp_path):
     assert (cfg["checkpoint_every"], cfg["log_every"]) == (4, 2)
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and all(s % 2 == 0 for s in steps), steps
+
+
+def test_every_subcommand_takes_quiet(capsys):
+    """--quiet is accepted everywhere (progress bars off; status lines dropped where a
+    command has no bar)."""
+    import pytest
+
+    for argv in (["demo"], ["train"], ["sample", "x"], ["nll", "x"], ["eval", "x"],
+                 ["verify"], ["conform"], ["conform", "diffusers"], ["vectors", "export", "d"],
+                 ["bench", "q_sample"]):  # fmt: skip
+        with pytest.raises(SystemExit) as exc:
+            main([*argv, "--help"])
+        assert exc.value.code == 0
+        assert "--quiet" in capsys.readouterr().out, argv

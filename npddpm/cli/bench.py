@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .common import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``bench`` subcommand to ``sub``."""
@@ -23,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--sizes", default="1e5,1e6,1e7", help="elements per array (default %(default)s)"
     )
     bn.add_argument("--dtypes", default="float32,float64", help="(default %(default)s)")
-    bn.add_argument("--rounds", type=int, default=5, help="timed rounds (default 5)")
+    bn.add_argument("--rounds", type=positive_int, default=5, help="timed rounds (default 5)")
     bn.add_argument("--backends", default=None, help="default numpy,cpu (+cuda with a GPU)")
     bn.add_argument(
         "--framework",
@@ -31,11 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["numpy", "torch", "torch-cuda", "cupy", "jax", "numba-cuda"],
         help="the kernel's framework (default: detected from its code)",
     )
-    bn.add_argument("--row", type=int, default=1000, help="row length (default 1000)")
+    bn.add_argument("--row", type=positive_int, default=1000, help="row length (default 1000)")
     bn.add_argument("--json", default=None, metavar="FILE", help="write the versioned JSON report")
     bn.add_argument("--markdown", default=None, metavar="FILE", help="write a Markdown table")
     bn.add_argument("--plot", default=None, metavar="FILE", help="write a PNG (needs matplotlib)")
     bn.add_argument("--force", action="store_true", help="overwrite existing output files")
+    bn.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         report = kb.bench_kernel(
             args.op, args.kernel, sizes=csv(args.sizes) or [], dtypes=csv(args.dtypes) or [],
             rounds=args.rounds, backends=csv(args.backends), framework=args.framework,
-            row=args.row,
+            row=args.row, progress=False if args.quiet else None,
         )  # fmt: skip
         print(report.table())
         written = report.write(**outputs, force=args.force)

@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     exp = vsub.add_parser("export", help="write the versioned vector set into DIR")
     exp.add_argument("dir", help="output directory (created)")
     exp.add_argument("--seed", type=seed_int, default=0, help="seed of the vectors' inputs")
+    exp.add_argument("--quiet", action="store_true", help="print nothing on success")
 
     conf = sub.add_parser("conform", help="check another implementation against npddpm")
     conf.add_argument(
@@ -112,7 +113,8 @@ def _vectors(args: argparse.Namespace) -> int:
         path = export_vectors(args.dir, seed=args.seed)
     except OSError as exc:
         return fail(f"cannot write vectors to {args.dir}: {exc.strerror or exc}")
-    print(f"wrote {path}")
+    if not args.quiet:
+        print(f"wrote {path}")
     return 0
 
 

@@ -91,6 +91,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "scatters for 2-D data)",
     )
     ev.add_argument("--force", action="store_true", help="overwrite an existing --plot FILE")
+    ev.add_argument(
+        "--quiet", action="store_true", help="print the metrics table only (no 'wrote' lines)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,7 +168,8 @@ def _eval(args: argparse.Namespace) -> int:
             _eval_plot(args, ds, x, res)
         except (ValueError, OSError) as exc:
             return fail(f"cannot write {args.plot}: {exc}")
-        print(f"wrote {args.plot}")
+        if not args.quiet:
+            print(f"wrote {args.plot}")
     if args.json:
         payload = {k: {kk: float(vv) for kk, vv in v.items()} for k, v in res.items()}
         return write_json_or_fail(args.json, payload)

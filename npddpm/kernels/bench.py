@@ -76,6 +76,7 @@ from typing import Any
 import numpy as np
 
 from .._checks import choose
+from .._progress import bar
 from ..schedules import Schedule
 from . import _frameworks as fw
 from . import dispatch as K
@@ -481,6 +482,7 @@ def bench_kernel(
     row: int = 1000,
     min_time: float = 0.005,
     seed: int = 0,
+    progress: bool | None = False,
 ) -> BenchReport:
     """Check a user's kernel against the NumPy spec, then time it beside npddpm.
 
@@ -508,6 +510,9 @@ def bench_kernel(
         Seconds each side's sample lasts at least (short calls are repeated).
     seed : int
         Of the inputs (standard normals; timesteps uniform, with 0 and T − 1 always present).
+    progress : bool or None
+        A bar over the (dtype, size) cells on standard error; None: only on a terminal.
+        It only counts finished cells, so it does not touch the timed region.
 
     Returns
     -------
@@ -538,6 +543,7 @@ def bench_kernel(
     T, lv = schedule.num_timesteps, K.fixed_log_variance(schedule)
     checks: list[Check] = []
     timings: list[Timing] = []
+    cells = bar(len(dtype_list) * len(size_list), f"bench {op}", progress, unit="cell")
     for dtype in dtype_list:
         c = _case((T, 16), dtype, T, (seed, 0, dtype.itemsize))
         c.t = np.arange(T, dtype=np.int64)
@@ -579,6 +585,8 @@ def bench_kernel(
                     t.vs = {o.side: o.median / t.median for o in cell if o.kind == "npddpm"}
             timings += cell
             del sides, c, call
+            cells.update()
+    cells.close()
     env = environment()
     if frame.name != "numpy":
         mod = sys.modules.get(frame.name.split("-")[0]) or frame.module

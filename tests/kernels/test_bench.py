@@ -228,3 +228,14 @@ def test_results_are_finite_and_ratios_consistent():
     assert user.vs["numpy"] == pytest.approx(numpy_side.median / user.median)
     assert report.timing("stream_triad", "float64", 2000).nbytes == 3 * 2000 * 8
     assert user.nbytes == 4 * 2000 * 4  # x, score, noise read; out written
+
+
+def test_progress_bar_counts_cells_and_is_off_by_default(capsys):
+    """progress=True draws one bar over the (dtype, size) cells on stderr; the default draws
+    none (the CLI passes None: a bar only on a terminal, none with --quiet)."""
+    _run(bk.q_sample, sizes=[1000, 2000], dtypes=["float64"], progress=True)
+    err = capsys.readouterr().err
+    # on a non-terminal tqdm draws only the first state (and clears it at the end)
+    assert "bench q_sample" in err and "/2 " in err, err
+    _run(bk.q_sample, progress=False)
+    assert capsys.readouterr().err == ""
