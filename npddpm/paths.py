@@ -90,9 +90,11 @@ class NoisePath:
     t_max: float
 
     def alpha(self, t: npt.ArrayLike) -> Array:
+        """α_t, the signal scale of x_t = α_t x₀ + σ_t ε, at times ``t`` (same shape)."""
         raise NotImplementedError
 
     def sigma(self, t: npt.ArrayLike) -> Array:
+        """σ_t, the noise scale of x_t = α_t x₀ + σ_t ε, at times ``t`` (same shape)."""
         raise NotImplementedError
 
     def dalpha(self, t: npt.ArrayLike) -> Array:

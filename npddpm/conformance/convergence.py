@@ -72,6 +72,8 @@ class ConvergenceResult:
         return bool(abs(self.order - claimed) <= margin)
 
     def table(self) -> str:
+        """The fit (order ± standard error, 95 % interval, floor) and one line per N: NFE,
+        rms error and whether the point entered the fit."""
         lines = [f"{self.name}: order {self.order:.3f} ± {self.stderr:.3f} (95 % "
                  f"[{self.interval[0]:.3f}, {self.interval[1]:.3f}]), floor {self.floor:.1e}",
                  f"  {'N':>5} {'NFE':>5} {'rms error':>11}  used"]

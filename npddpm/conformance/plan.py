@@ -37,6 +37,14 @@ def pick_steps(chain: list[int], steps: str | Sequence[int]) -> list[int]:
 
 
 def step_inputs(adapter: Adapter, rng: np.random.Generator, B: int, D: int) -> tuple[Array, ...]:
+    """The inputs of the per-step checks: ``(x0, noise, model_output)``.
+
+    ``x0`` is uniform on [−1, 1] and ``noise`` standard normal, both (B, D). The model output
+    is (B, D) standard normals, the first B // 2 rows scaled ×3 so that clipping of x̂₀
+    triggers on half of them; for a learned variance it is (B, 2D), the variance part
+    uniform in the adapter's convention (interpolation v ∈ [−1, 1] for ``learned_range``,
+    log σ² ∈ [−8, −2], or σ² ∈ [1e-4, 1e-2] under the diffusers profile, for ``learned``).
+    """
     x0 = rng.uniform(-1, 1, (B, D))
     noise = rng.standard_normal((B, D))
     mean = rng.standard_normal((B, D))

@@ -61,6 +61,7 @@ class SolverAdapter:
     config: dict[str, Any]
 
     def make(self) -> Any:
+        """A fresh scheduler object (diffusers' interface); called once per loop."""
         raise NotImplementedError
 
     def levels(self, n: int) -> tuple[Array, Array, Any]:
@@ -164,6 +165,7 @@ class DiffusersSolverAdapter(SolverAdapter):
         self.claim = claim or _claim(cls_name, made.config)
 
     def make(self) -> Any:
+        """A fresh ``cls(**config)``."""
         return self.cls(**self.config)
 
 
@@ -187,6 +189,7 @@ class KarrasLoopAdapter(SolverAdapter):
         self.prediction = "sample"
 
     def make(self) -> Any:
+        """None: this adapter runs its own loop and has no scheduler object."""
         return None
 
     def levels(self, n: int) -> tuple[Array, Array, Any]:
@@ -244,6 +247,7 @@ class StepFunctionAdapter(SolverAdapter):
         self.config = {"step": getattr(step, "__name__", "step"), "prediction": prediction}
 
     def make(self) -> Any:
+        """None: this adapter runs its own loop and has no scheduler object."""
         return None
 
     def levels(self, n: int) -> tuple[Array, Array, Any]:
