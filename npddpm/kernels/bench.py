@@ -75,7 +75,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import choose
+from .._checks import as_int, choose
 from .._progress import bar
 from ..schedules import Schedule
 from . import _frameworks as fw
@@ -511,8 +511,7 @@ def bench_kernel(
     seed : int
         Of the inputs (standard normals; timesteps uniform, with 0 and T − 1 always present).
     progress : bool or None
-        A bar over the (dtype, size) cells on standard error; None: only on a terminal.
-        It only counts finished cells, so it does not touch the timed region.
+        A bar counting finished (dtype, size) cells on stderr (None: only on a terminal).
 
     Returns
     -------
@@ -530,10 +529,7 @@ def bench_kernel(
     schedule = Schedule.from_name("linear", 1000) if schedule is None else schedule
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be an npddpm.Schedule, got {type(schedule).__name__}")
-    if isinstance(row, bool) or not isinstance(row, numbers.Integral) or row < 1:
-        raise ValueError(f"row must be an integer >= 1, got {row!r}")
-    if isinstance(rounds, bool) or not isinstance(rounds, numbers.Integral) or rounds < 1:
-        raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
+    row, rounds = as_int(row, "row", minimum=1), as_int(rounds, "rounds", minimum=1)
     size_list, dtype_list = _sizes(sizes, int(row)), _dtypes(dtypes)
     backend_list = _backends(backends)
     name = kernel if isinstance(kernel, str) else _qualname(kernel)
