@@ -15,7 +15,7 @@ uninterrupted and checked:
 * every array of the final checkpoint (parameters, Adam, EMA) and its step and RNG state are
   bitwise those of an uninterrupted run.
 
-Usage: ``python benchmarks/kill_test.py [--kills 30] [--steps 1000] [--dir DIR]``; exits 1 if
+Usage: ``python benchmarks/kill_test.py [--kills 30] [--steps 4000] [--dir DIR]``; exits 1 if
 a check fails. Not a pytest test: 30 rounds of process start-up take minutes on a 2-core
 machine.
 """
@@ -87,7 +87,7 @@ def run_child(d: Path, steps: int) -> subprocess.Popen:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kills", type=int, default=30)
-    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=4000)  # 1000 ends before 30 kills here
     ap.add_argument("--dir", default=None, help="work directory (default: a temporary one)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
