@@ -530,7 +530,7 @@ def bench_kernel(
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be an npddpm.Schedule, got {type(schedule).__name__}")
     row, rounds = as_int(row, "row", minimum=1), as_int(rounds, "rounds", minimum=1)
-    size_list, dtype_list = _sizes(sizes, int(row)), _dtypes(dtypes)
+    size_list, dtype_list = _sizes(sizes, row), _dtypes(dtypes)
     backend_list = _backends(backends)
     name = kernel if isinstance(kernel, str) else _qualname(kernel)
     fn, sig, kw, fw_name = _resolve(op, kernel)
@@ -539,56 +539,56 @@ def bench_kernel(
     T, lv = schedule.num_timesteps, K.fixed_log_variance(schedule)
     checks: list[Check] = []
     timings: list[Timing] = []
-    cells = bar(len(dtype_list) * len(size_list), f"bench {op}", progress, unit="cell")
-    for dtype in dtype_list:
-        c = _case((T, 16), dtype, T, (seed, 0, dtype.itemsize))
-        c.t = np.arange(T, dtype=np.int64)
-        _, got = _user_call(fn, sig, kw, frame, c.quantities(op, schedule), name)
-        want = _spec_call(op, c, schedule, "numpy", lv)()
-        checks.append(_check(op, got, want, c, schedule, "every timestep, 16 columns"))
-        for size in size_list:
-            shape = (size // min(row, size), min(row, size))
-            c = _case(shape, dtype, T, (seed, size, dtype.itemsize))
-            call, got = _user_call(fn, sig, kw, frame, c.quantities(op, schedule), name)
+    with bar(len(dtype_list) * len(size_list), f"bench {op}", progress, unit="cell") as cells:
+        for dtype in dtype_list:
+            c = _case((T, 16), dtype, T, (seed, 0, dtype.itemsize))
+            c.t = np.arange(T, dtype=np.int64)
+            _, got = _user_call(fn, sig, kw, frame, c.quantities(op, schedule), name)
             want = _spec_call(op, c, schedule, "numpy", lv)()
-            check = _check(op, got, want, c, schedule, "the timed inputs")
-            checks.append(check)
-            del got, want
-            nbytes = ARRAYS_MOVED[op] * size * dtype.itemsize
+            checks.append(_check(op, got, want, c, schedule, "every timestep, 16 columns"))
+            for size in size_list:
+                shape = (size // min(row, size), min(row, size))
+                c = _case(shape, dtype, T, (seed, size, dtype.itemsize))
+                call, got = _user_call(fn, sig, kw, frame, c.quantities(op, schedule), name)
+                want = _spec_call(op, c, schedule, "numpy", lv)()
+                check = _check(op, got, want, c, schedule, "the timed inputs")
+                checks.append(check)
+                del got, want
+                nbytes = ARRAYS_MOVED[op] * size * dtype.itemsize
 
-            timing = functools.partial(Timing, dtype.name, size, shape)
-            user = timing("yours", "user", "gpu" if frame.gpu else "cpu", nbytes)
-            user.correct = check.passed
-            sides = [(user, call)]
-            for b in backend_list:
-                thunk = _cuda_side(op, c, schedule, lv) if b == "cuda" else None
-                thunk = thunk or _spec_call(op, c, schedule, b, lv)
-                sides.append((timing(b, "npddpm", "gpu" if b == "cuda" else "cpu", nbytes), thunk))
-            devices = {t.device for t, _ in sides}
-            if "cpu" in devices:
-                tri = timing("stream_triad", "probe", "cpu", 3 * size * dtype.itemsize)
-                sides.append((tri, fw.triad_probe(shape, dtype)))
-            if "gpu" in devices:
-                gpu = frame if frame.gpu else fw.get("numba-cuda")
-                copy = timing("device_copy", "probe", "gpu", 2 * size * dtype.itemsize)
-                sides.append((copy, gpu.copy_probe(shape, dtype)))
-            measure(sides, int(rounds), float(min_time))
-            cell = [t for t, _ in sides]
-            probe = {t.device: t for t in cell if t.kind == "probe"}
-            for t in cell:
-                t.of_probe = t.gbps / probe[t.device].gbps
-                if t.kind != "probe":
-                    t.vs = {o.side: o.median / t.median for o in cell if o.kind == "npddpm"}
-            timings += cell
-            del sides, c, call
-            cells.update()
-    cells.close()
+                timing = functools.partial(Timing, dtype.name, size, shape)
+                user = timing("yours", "user", "gpu" if frame.gpu else "cpu", nbytes)
+                user.correct = check.passed
+                sides = [(user, call)]
+                for b in backend_list:
+                    thunk = _cuda_side(op, c, schedule, lv) if b == "cuda" else None
+                    thunk = thunk or _spec_call(op, c, schedule, b, lv)
+                    device = "gpu" if b == "cuda" else "cpu"
+                    sides.append((timing(b, "npddpm", device, nbytes), thunk))
+                devices = {t.device for t, _ in sides}
+                if "cpu" in devices:
+                    tri = timing("stream_triad", "probe", "cpu", 3 * size * dtype.itemsize)
+                    sides.append((tri, fw.triad_probe(shape, dtype)))
+                if "gpu" in devices:
+                    gpu = frame if frame.gpu else fw.get("numba-cuda")
+                    copy = timing("device_copy", "probe", "gpu", 2 * size * dtype.itemsize)
+                    sides.append((copy, gpu.copy_probe(shape, dtype)))
+                measure(sides, rounds, float(min_time))
+                cell = [t for t, _ in sides]
+                probe = {t.device: t for t in cell if t.kind == "probe"}
+                for t in cell:
+                    t.of_probe = t.gbps / probe[t.device].gbps
+                    if t.kind != "probe":
+                        t.vs = {o.side: o.median / t.median for o in cell if o.kind == "npddpm"}
+                timings += cell
+                del sides, c, call
+                cells.update()
     env = environment()
     if frame.name != "numpy":
         mod = sys.modules.get(frame.name.split("-")[0]) or frame.module
         env[frame.name] = str(getattr(mod, "__version__", "?"))
     return BenchReport(
-        op, name, frame.name, sig, int(rounds), int(row), T, tuple(backend_list),
+        op, name, frame.name, sig, rounds, row, T, tuple(backend_list),
         ARRAYS_MOVED[op], checks, timings, env,
     )  # fmt: skip
 
