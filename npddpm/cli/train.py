@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     defaults = TrainConfig()
 
     tr = sub.add_parser("train", help="train a denoiser on a dataset")
-    tr.add_argument("--dataset", default="8gaussians", help="a name from npddpm.data.NAMES")
+    tr.add_argument("--dataset", default=defaults.dataset, help="a name from npddpm.data.NAMES")
     tr.add_argument(
         "--model",
         default=None,
@@ -36,8 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="default: mlp for vectors, unet for images",
     )
     tr.add_argument("--out", required=True, help="output directory (checkpoint, log)")
-    tr.add_argument("--steps", type=positive_int, default=3000, help="training steps")
-    tr.add_argument("--batch-size", type=positive_int, default=256, help="examples per step")
+    tr.add_argument("--steps", type=positive_int, default=defaults.steps, help="training steps")
+    tr.add_argument(
+        "--batch-size", type=positive_int, default=defaults.batch_size, help="examples per step"
+    )
     tr.add_argument("--lr", type=positive_float, default=defaults.lr, help="Adam learning rate")
     tr.add_argument(
         "--lr-warmup",
@@ -52,16 +54,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="clip the global gradient norm to this value ('none': no clipping)",
     )
     tr.add_argument(
-        "--schedule", default="linear", choices=schedule_names(), help="named beta schedule"
+        "--schedule",
+        default=defaults.schedule,
+        choices=schedule_names(),
+        help="named beta schedule",
     )
     tr.add_argument(
-        "--timesteps", type=timesteps_int, default=1000, help="diffusion steps T (<= 100000)"
+        "--timesteps",
+        type=timesteps_int,
+        default=defaults.num_timesteps,
+        help="diffusion steps T (<= 100000)",
     )
     tr.add_argument(
-        "--mean-type", default="eps", choices=MEAN_TYPES, help="what the model predicts"
+        "--mean-type",
+        default=defaults.mean_type,
+        choices=MEAN_TYPES,
+        help="what the model predicts",
     )
-    tr.add_argument("--var-type", default="fixed_small", choices=VAR_TYPES, help="reverse variance")
-    tr.add_argument("--loss-type", default="mse", choices=LOSS_TYPES, help="training loss")
+    tr.add_argument(
+        "--var-type", default=defaults.var_type, choices=VAR_TYPES, help="reverse variance"
+    )
+    tr.add_argument(
+        "--loss-type", default=defaults.loss_type, choices=LOSS_TYPES, help="training loss"
+    )
     tr.add_argument(
         "--profile",
         default=defaults.profile,
@@ -70,8 +85,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     tr.add_argument("--hidden", type=positive_int, default=None, help="MLP width")
     tr.add_argument("--channels", type=positive_int, default=None, help="U-Net base channels")
-    tr.add_argument("--seed", type=seed_int, default=0, help="seed of init, batches, noise")
-    tr.add_argument("--backend", default="numpy", choices=BACKENDS, help="where q_sample runs")
+    tr.add_argument(
+        "--seed", type=seed_int, default=defaults.seed, help="seed of init, batches, noise"
+    )
+    tr.add_argument(
+        "--backend", default=defaults.backend, choices=BACKENDS, help="where q_sample runs"
+    )
     tr.add_argument(
         "--ema-decay",
         type=ema_decay,
@@ -81,7 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument(
         "--ema-warmup",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=defaults.ema_warmup,
         help="ramp the EMA decay as the run starts, min(δ, (1+n)/(10+n)) at update n, so "
         "short runs sample trained weights (default: on)",
     )
