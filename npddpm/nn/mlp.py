@@ -34,6 +34,22 @@ INFER_TILE = 256  # rows per tile of the inference pass (a tile's activations st
 __all__ = ["MLP"]
 
 
+def _padded(a: np.ndarray) -> np.ndarray:
+    """``a`` with zero rows appended up to ``INFER_TILE`` rows."""
+    out = np.zeros((INFER_TILE, *a.shape[1:]), dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+def _rowwise_matmul(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``a @ w`` one row at a time, so that each row of the result is bitwise the same
+    whatever the other rows are (see :meth:`MLP.predict`; ``a`` has one row per distinct
+    timestep of the batch, so usually one)."""
+    if a.shape[0] == 1:
+        return a @ w
+    return np.concatenate([a[i : i + 1] @ w for i in range(a.shape[0])])
+
+
 def _np_bias_silu(h: np.ndarray, b: np.ndarray, a: np.ndarray) -> None:
     from scipy.special import expit
 
@@ -434,6 +450,17 @@ class MLP:
         ulp of the model's dtype; tested in float64 to 1e-12). Its tile buffers belong to the
         model: call it from one thread at a time (the model's own threads are internal).
 
+        **Batch-invariant**: row ``i`` of the output is a function of ``x[i]`` and ``t[i]``
+        alone, bitwise, whatever the batch size and the row's position in it —
+        ``predict(x, t)[a:b] == predict(x[a:b], t[a:b])``. BLAS is not: OpenBLAS picks its
+        GEMM kernel by size (one row, a thin output layer under about 2²⁰ multiply-adds) and
+        the kernels sum in different orders (up to 1e-7 apart in float32). So every matrix
+        product of the layers has exactly ``INFER_TILE`` rows — the last tile is zero-padded —
+        the thread chunks start on tile boundaries, and the timestep part is one product per
+        distinct timestep. This is what lets a sharded run
+        (:mod:`npddpm.distributed`) reproduce a single-process one bit for bit; it costs at
+        most one padded tile per call (about 1 ms for a one-row call at width 256).
+
         Parameters
         ----------
         x : ndarray, shape (N, dim), the model's dtype
@@ -452,11 +479,12 @@ class MLP:
             tu, inv = np.unique(t, return_inverse=True)
             inv = inv.astype(np.int64, copy=False)
         p = self.params
-        c = self._embedding(tu) @ p["in.w"][self.dim :]
+        c = _rowwise_matmul(self._embedding(tu), p["in.w"][self.dim :])
         c += p["in.b"]
         x = np.ascontiguousarray(x)
         self._kernels()  # compile (once) here, not in the worker threads
-        bounds = self._chunks(n)
+        # the thread chunks start on tile boundaries, so that a row's tile is fixed by its index
+        bounds = sorted({min(n, -(-b // INFER_TILE) * INFER_TILE) for b in self._chunks(n)})
         while len(self._infer_ws) < len(bounds) - 1:
             self._infer_ws.append(
                 [np.empty((INFER_TILE, self.hidden), dtype=self.dtype) for _ in range(5)]
@@ -475,13 +503,19 @@ class MLP:
         wx = p["in.w"][: self.dim]
         for r0 in range(0, x.shape[0], INFER_TILE):
             r1 = min(r0 + INFER_TILE, x.shape[0])
-            h, r, a, u, au = (b[: r1 - r0] for b in bufs)
-            embed_silu(x[r0:r1], wx, c, inv[r0:r1], h, a)
+            h, r, a, u, au = bufs
+            xt, it, ot = x[r0:r1], inv[r0:r1], out[r0:r1]
+            if r1 - r0 < INFER_TILE:  # the last tile: zero-padded to INFER_TILE rows
+                xt, it = _padded(xt), _padded(it)
+                ot = np.empty((INFER_TILE, out.shape[1]), dtype=out.dtype)
+            embed_silu(xt, wx, c, it, h, a)
             for k in range(self.num_blocks):
                 np.matmul(a, p[f"block{k}.w1"], out=u)
                 bias_silu(u, p[f"block{k}.b1"], au)
                 np.matmul(au, p[f"block{k}.w2"], out=r)
                 residual_silu(r, h, p[f"block{k}.b2"], a)  # r becomes the residual stream
                 h, r = r, h
-            np.matmul(a, p["out.w"], out=out[r0:r1])
+            np.matmul(a, p["out.w"], out=ot)
+            if ot.shape[0] != r1 - r0:
+                out[r0:r1] = ot[: r1 - r0]
         out += p["out.b"]

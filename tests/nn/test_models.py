@@ -250,6 +250,26 @@ def test_mlp_predict_equals_forward(dtype, threads, shared_t):
     assert np.max(np.abs(m.predict(x, (t + 1) % 1000) - got)) > 1e-4 * scale
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shared_t", [True, False])
+def test_mlp_predict_is_batch_invariant(dtype, threads, shared_t):
+    # Row i of predict() depends on x[i], t[i] alone, bitwise: a sharded sampler
+    # (npddpm.distributed) reproduces a single-process run only if so. OpenBLAS alone is not
+    # (its GEMM kernel depends on the number of rows: 1 row, and a thin output layer below
+    # about 2^20 multiply-adds, sum differently, up to 1e-7 apart in float32), so this fails
+    # without the fixed-size tiles. Slices: one row, a few rows, across a tile boundary, a
+    # whole thread chunk and a tail; out_dim 2 is the thin layer where the kernel switches.
+    rng = np.random.default_rng(5)
+    n = 2 * 1100 + 37  # two thread chunks at threads=2, a partial last tile
+    m = MLP(2, hidden=256, num_blocks=2, dtype=dtype, threads=threads)
+    x = rng.standard_normal((n, 2)).astype(dtype)
+    t = np.full(n, 417) if shared_t else rng.integers(0, 1000, n)
+    full = m.predict(x, t)
+    for a, b in ((0, 1), (1, 2), (5, 9), (250, 262), (0, 1023), (1000, 2100), (7, n), (n - 1, n)):
+        np.testing.assert_array_equal(m.predict(x[a:b], t[a:b]), full[a:b], err_msg=f"{a}:{b}")
+
+
 @pytest.mark.parametrize("blocks", [0, 1, 2])
 @pytest.mark.parametrize("n", [300, 1100])  # one chunk; two chunks in two threads
 def test_mlp_compiled_pass_equals_numpy_pass(blocks, n):
