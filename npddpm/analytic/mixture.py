@@ -36,6 +36,7 @@ import numpy.typing as npt
 from scipy.linalg import solve_triangular
 
 from .. import parameterisation as _par
+from .._rowwise import matmul
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..diffusion import GaussianDiffusion
@@ -297,7 +298,7 @@ class GaussianMixture:
         parts = []
         for k in range(K):
             d = xf - a * self.means[k]
-            y = d if self._U is None else d @ self._U[k]  # coordinates in Σ_k's eigenbasis
+            y = d if self._U is None else matmul(d, self._U[k])  # in Σ_k's eigenbasis
             den = den_u[0, k] if one_t else den_u[inv, k]
             q = y / den
             logs[:, k] = self._logw[k] - 0.5 * (
@@ -312,8 +313,8 @@ class GaussianMixture:
         comp_means = []
         for k, (sy, gy, _) in enumerate(parts):
             rk = r[:, k : k + 1]
-            s_k = sy if self._U is None else sy @ self._U[k].T
-            m_k = self.means[k] + (gy if self._U is None else gy @ self._U[k].T)
+            s_k = sy if self._U is None else matmul(sy, self._U[k].T)
+            m_k = self.means[k] + (gy if self._U is None else matmul(gy, self._U[k].T))
             score -= rk * s_k
             x0 += rk * m_k
             comp_means.append(m_k)

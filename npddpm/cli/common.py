@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 
@@ -13,6 +15,42 @@ def fail(message: str) -> int:
     """Print ``npddpm: error: <message>`` on stderr; the exit status 1."""
     print(f"npddpm: error: {message}", file=sys.stderr)
     return 1
+
+
+def add_dask_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--dask ADDRESS|local:N`` and ``--shard-size N`` (see :mod:`npddpm.distributed`)."""
+    parser.add_argument(
+        "--dask",
+        default=None,
+        metavar="ADDRESS|local:N",
+        help=f"run {what} on a Dask cluster: a scheduler address (tcp://host:8786) or local:N "
+        "for N worker processes here; the result is bitwise that of one process (needs "
+        "npddpm[dask])",
+    )
+    parser.add_argument(
+        "--shard-size",
+        type=positive_int,
+        default=None,
+        metavar="ROWS",
+        help="rows per task with --dask (default: n / (4 × workers)); any size gives the "
+        "same result",
+    )
+
+
+@contextlib.contextmanager
+def dask_client(args: argparse.Namespace) -> Iterator[Any]:
+    """The client of ``--dask`` (None without it), closed on exit; a bad address, a missing
+    Dask or ``--shard-size`` without ``--dask`` is a ValueError with a one-line message."""
+    spec = getattr(args, "dask", None)
+    if spec is None:
+        if getattr(args, "shard_size", None) is not None:
+            raise ValueError("--shard-size applies only with --dask")
+        yield None
+        return
+    from ..distributed import connect
+
+    with connect(spec) as client:
+        yield client
 
 
 def usage_error(message: str) -> NoReturn:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import fail, positive_int, seed_int, usage_error
+from .common import add_dask_options, dask_client, fail, positive_int, seed_int, usage_error
 
 _DIFFUSERS_T = 1000  # num_train_timesteps of the schedulers `conform diffusers` checks
 
@@ -95,6 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     conf.add_argument("--force", action="store_true", help="with --json: replace an existing FILE")
     conf.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_dask_options(conf, "the configurations (one task each)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,6 +126,8 @@ def _conform(args: argparse.Namespace) -> int:
         return fail(
             f"--json: {args.json} exists; choose another file, or add --force to replace it"
         )
+    if args.vectors and (args.dask or args.shard_size):
+        usage_error("--dask applies to the diffusers checks, not to --vectors")
     if args.vectors:
         import math
         import tempfile
@@ -183,55 +186,42 @@ def _conform(args: argparse.Namespace) -> int:
             f"--steps must be 1 to {_DIFFUSERS_T}, got {args.steps}"
         )
     try:
-        import diffusers
+        import diffusers  # noqa: F401
     except ImportError:
         return fail("diffusers is not installed: pip install 'npddpm[conform]'")
-    from ..conformance import DiffusersAdapter, check
+    from ..conformance import sweep
 
     if args.option and not args.scheduler:
         usage_error("--option needs --scheduler (DDPMScheduler, DDIMScheduler or a solver)")
+    configs: list = []
     if args.solvers or args.scheduler in SOLVER_SCHEDULERS:
-        return _conform_solvers(args)
-    if args.scheduler:
-        kw = _options(args.option)
+        solvers = [(args.scheduler, _options(args.option))] if args.scheduler else None
+    elif args.scheduler:
         # a DDPM scheduler runs its whole chain unless --steps is given; DDIM needs steps
         steps = args.steps or (50 if args.scheduler == "DDIMScheduler" else None)
-        configs = [(args.scheduler, kw, steps)]
-    else:
-        configs = _default_configs(args.steps or 50)
-    from .._progress import bar
-
+        configs, solvers = [("step", args.scheduler, _options(args.option), steps)], []
+    else:  # the whole set: the step checks, then the solver schedulers
+        configs = [("step", c, kw, st) for c, kw, st in _default_configs(args.steps or 50)]
+        solvers = None
+    solvers = _solver_configs() if solvers is None else solvers
+    configs += [("solver", c, kw, None) for c, kw in solvers]
+    try:
+        with dask_client(args) as client:
+            reports = sweep(configs, client=client, progress=False if args.quiet else None)
+    except (TypeError, ValueError, NotImplementedError) as exc:
+        return fail(str(exc))
     status = 0
     summary = []
-    reports = []
-    pbar = bar(len(configs), "conform", False if args.quiet else None, unit="config")
-    for cls, kw, steps in configs:
-        pbar.update(1)
-        name = f"diffusers {cls}({', '.join(f'{k}={v!r}' for k, v in kw.items())})"
-        if steps:
-            name += f", {steps} steps"
-        try:
-            sched = getattr(diffusers, cls)(num_train_timesteps=_DIFFUSERS_T, **kw)
-        except (TypeError, ValueError, NotImplementedError) as exc:
-            return fail(f"{name}: diffusers refused the configuration ({exc})")
-        try:
-            adapter = DiffusersAdapter(sched, num_inference_steps=steps, name=name)
-        except ValueError as exc:
-            return fail(str(exc))
-        report = check(adapter)
-        reports.append(report)
+    for report in reports:
         print(report.table(), end="\n\n")
         status |= 0 if report.conforms else 1
         known = sorted({r.diagnosis for r in report.known})
         verdict = "conforms" if report.conforms else f"DOES NOT CONFORM ({len(report.failures)})"
         summary.append(
-            f"{verdict:<22} {name}"
+            f"{verdict:<22} {report.adapter}"
             + (f"\n{'':<22}   known: " if known else "")
             + f"\n{'':<22}   known: ".join(known)
         )
-    pbar.close()
-    if not args.scheduler:  # the whole set: the solver schedulers too
-        return _conform_solvers(args, reports, summary, status)
     return _finish(args, summary, reports, status)
 
 
@@ -278,43 +268,6 @@ def _solver_configs() -> list[tuple[str, dict]]:
         ("FlowMatchEulerDiscreteScheduler", {}),
         ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}),
     ]
-
-
-def _conform_solvers(
-    args: argparse.Namespace,
-    reports: list | None = None,
-    summary: list[str] | None = None,
-    status: int = 0,
-) -> int:
-    """The solver checks (after the DDPM/DDIM ones, whose reports and summary it extends)."""
-    import warnings
-
-    from .._progress import bar
-    from ..conformance import DiffusersSolverAdapter, check_solver
-
-    if args.scheduler:
-        configs = [(args.scheduler, _options(args.option))]
-    else:
-        configs = _solver_configs()
-    reports = [] if reports is None else reports
-    summary = [] if summary is None else summary
-    pbar = bar(len(configs), "conform", False if args.quiet else None, unit="config")
-    for cls, kw in configs:
-        pbar.update(1)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                adapter = DiffusersSolverAdapter(cls, kw)
-                report = check_solver(adapter)
-        except (TypeError, ValueError, NotImplementedError) as exc:
-            return fail(f"{cls}({kw}): diffusers refused the configuration ({exc})")
-        reports.append(report)
-        print(report.table(), end="\n\n")
-        status |= 0 if report.conforms else 1
-        verdict = "conforms" if report.conforms else f"DOES NOT CONFORM ({len(report.failures)})"
-        summary.append(f"{verdict:<22} {adapter.name}")
-    pbar.close()
-    return _finish(args, summary, reports, status)
 
 
 def _finish(args: argparse.Namespace, summary: list[str], reports: list, status: int) -> int:

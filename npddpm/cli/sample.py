@@ -6,7 +6,9 @@ import argparse
 
 from .. import plotting
 from .common import (
+    add_dask_options,
     check_backend,
+    dask_client,
     fail,
     grid,
     load_npz_array,
@@ -67,6 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(digits; see npddpm.discrete)",
     )
     sm.add_argument("--quiet", action="store_true", help="no progress output")
+    add_dask_options(sm, "the samples in shards of rows")
 
     nl = sub.add_parser("nll", help="the model's variational bound on held-out data")
     nl.add_argument("checkpoint", help="checkpoint.npz written by `npddpm train`")
@@ -130,16 +133,22 @@ def _sample(args: argparse.Namespace) -> int:
             den = grid(d, den, ds)
         fn = samplers.ddpm if args.sampler == "ddpm" else samplers.ddim
         kw: dict = {"eta": args.eta or 0.0} if args.sampler == "ddim" else {}
-        x = fn(
-            d,
-            den,
-            shape,
-            seed=args.seed,
-            backend=args.backend,
-            clip_denoised=args.clip,
-            progress=False if args.quiet else None,
-            **kw,
-        )
+        if args.dask is not None:
+            kw["shard_size"] = args.shard_size
+            den = _shippable(args, d, den, shape)
+        with dask_client(args) as client:
+            if client is not None:
+                kw["client"] = client
+            x = fn(
+                d,
+                den,
+                shape,
+                seed=args.seed,
+                backend=args.backend,
+                clip_denoised=args.clip,
+                progress=False if args.quiet else None,
+                **kw,
+            )
         atomic_write(args.out, lambda f: np.savez(f, samples=x))
     except (ValueError, TypeError, CheckpointError) as exc:
         return fail(str(exc))
@@ -147,6 +156,30 @@ def _sample(args: argparse.Namespace) -> int:
         return fail(f"cannot write {args.out}: {exc.strerror or exc}")
     print(f"wrote {args.n} samples to {args.out}")
     return 0
+
+
+def _shippable(args: argparse.Namespace, d, den, shape):
+    """``sample --dask``: the model as checkpoint bytes for the workers, with a warning when
+    it is not batch-invariant (then the shards match one process only to rounding)."""
+    import sys
+
+    import numpy as np
+
+    from ..distributed import CheckpointModel, batch_invariant
+    from ..samplers import step_noise
+
+    if args.grid:
+        raise ValueError("--grid cannot be combined with --dask; sample without --dask")
+    probe = step_noise(args.seed, 0, (4, *shape[1:]), np.dtype(np.float64))
+    t = d.model_timesteps(np.full(4, d.num_timesteps - 1))
+    if not batch_invariant(den, probe, t):
+        print(
+            "npddpm: warning: this model's rows depend on the batch size in the last bits "
+            "(the conv U-Net's products do); the sharded samples equal a single-process run "
+            "to rounding, not bit for bit",
+            file=sys.stderr,
+        )
+    return CheckpointModel(args.checkpoint, ema=not args.no_ema)
 
 
 def _eval(args: argparse.Namespace) -> int:

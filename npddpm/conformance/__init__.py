@@ -5,7 +5,8 @@
 See :func:`check` (step by step, through an adapter: :mod:`npddpm.conformance.adapters`),
 :func:`check_loop` (a whole sampling loop, black-box, by the law of its output),
 :func:`check_solver` (an ODE/SDE solver scheduler: contract, agreement, measured order),
-:func:`convergence_order` and the test vectors in :mod:`npddpm.conformance.vectors`.
+:func:`sweep` (many diffusers configurations, optionally on Dask), :func:`convergence_order`
+and the test vectors in :mod:`npddpm.conformance.vectors`.
 """
 
 from .adapters import Adapter, CallablesAdapter, ImprovedDiffusionAdapter
@@ -23,6 +24,7 @@ from .solver_adapters import (
     StepFunctionAdapter,
 )
 from .solver_check import check_solver
+from .sweep import check_config, config_name, sweep
 
 __all__ = [
     "DIAGNOSES",
@@ -44,9 +46,12 @@ __all__ = [
     "StepFunctionAdapter",
     "assert_conforms",
     "check",
+    "check_config",
     "check_loop",
     "check_solver",
+    "config_name",
     "convergence_order",
     "default_loop_data",
+    "sweep",
     "write_reports",
 ]

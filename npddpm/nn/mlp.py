@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .._checks import as_int
+from .._rowwise import TILE, padded
 from ._parallel import ChunkRunner, available_cpus
 from ._validate import check_dtype, check_input, check_timesteps
 from .layers import timestep_embedding_forward
@@ -29,16 +30,9 @@ from .layers import timestep_embedding_forward
 # 5-30 % faster than two chunks; from 1024 rows two chunks are 5-20 % faster (their SiLU
 # kernels run side by side too).
 MIN_CHUNK = 512
-INFER_TILE = 256  # rows per tile of the inference pass (a tile's activations stay in L2)
+INFER_TILE = TILE  # rows per tile of the inference pass (a tile's activations stay in L2)
 
 __all__ = ["MLP"]
-
-
-def _padded(a: np.ndarray) -> np.ndarray:
-    """``a`` with zero rows appended up to ``INFER_TILE`` rows."""
-    out = np.zeros((INFER_TILE, *a.shape[1:]), dtype=a.dtype)
-    out[: a.shape[0]] = a
-    return out
 
 
 def _rowwise_matmul(a: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -506,7 +500,7 @@ class MLP:
             h, r, a, u, au = bufs
             xt, it, ot = x[r0:r1], inv[r0:r1], out[r0:r1]
             if r1 - r0 < INFER_TILE:  # the last tile: zero-padded to INFER_TILE rows
-                xt, it = _padded(xt), _padded(it)
+                xt, it = padded(xt, INFER_TILE), padded(it, INFER_TILE)
                 ot = np.empty((INFER_TILE, out.shape[1]), dtype=out.dtype)
             embed_silu(xt, wx, c, it, h, a)
             for k in range(self.num_blocks):

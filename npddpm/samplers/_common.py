@@ -3,6 +3,8 @@ reverse loop and the exact-variance noise. Private to :mod:`npddpm.samplers`."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .. import rng
@@ -12,27 +14,58 @@ from ..kernels import BACKENDS
 
 __all__ = [
     "check_kernel_path",
+    "check_row_offset",
     "exact_noise",
     "initial_state",
     "kernel_log_variance",
     "run_loop",
     "setup",
+    "sharded",
     "step_noise",
 ]
 
 Array = np.ndarray
 
 
-def step_noise(seed: int, step: int, shape: tuple[int, ...], dtype: np.dtype) -> Array:
+def step_noise(
+    seed: int, step: int, shape: tuple[int, ...], dtype: np.dtype, row_offset: int = 0
+) -> Array:
     """Standard normal noise for ``step`` under ``seed``: a pure function of (seed, step).
 
     The single place where samplers draw random numbers: the counter-based generator
     (:func:`npddpm.rng.standard_normal`, Philox4x32-10, stream = step) that the ``cpu`` and
     ``cuda`` kernels evaluate in-kernel, so every backend uses the same noise.
+
+    ``row_offset``: the global index of the first row. Row ``b`` gets the noise of row
+    ``row_offset + b`` of a larger batch (flat element index ``(row_offset + b)·D + j``), so
+    ``step_noise(s, k, (n, D), dt)[a:b] == step_noise(s, k, (b − a, D), dt, row_offset=a)``
+    bitwise: the global row index keys the noise (what sharded runs rely on).
     """
     dt = np.dtype(dtype)
     gen_dtype = dt if dt in (np.dtype(np.float32), np.dtype(np.float64)) else np.float64
-    return rng.standard_normal(int(seed), int(step), shape, gen_dtype).astype(dt, copy=False)
+    start = int(row_offset) * int(np.prod(shape[1:], dtype=np.int64))
+    return rng.standard_normal(int(seed), int(step), shape, gen_dtype, start=start).astype(
+        dt, copy=False
+    )
+
+
+def check_row_offset(row_offset: object) -> int:
+    """``row_offset`` as an int, or a ValueError/TypeError naming it."""
+    if isinstance(row_offset, bool) or not isinstance(row_offset, (int, np.integer)):
+        raise TypeError(f"row_offset must be a non-negative int, got {row_offset!r:.60}")
+    if row_offset < 0:
+        raise ValueError(
+            f"row_offset must be ≥ 0 (the global index of the batch's first row), got {row_offset}"
+        )
+    return int(row_offset)
+
+
+def sharded(sampler: Any, arguments: dict[str, Any]) -> Any:
+    """Run ``sampler`` (a public sampler, called with ``arguments``: its own keyword values,
+    ``client`` set) on a Dask cluster: :func:`npddpm.distributed.sample`."""
+    from ..distributed import sample
+
+    return sample(sampler, arguments)
 
 
 def kernel_log_variance(diffusion: GaussianDiffusion) -> Array | None:
@@ -65,7 +98,7 @@ def check_kernel_path(diffusion, backend, variance, denoised_fn) -> Array | None
     return lv
 
 
-def initial_state(diffusion, denoiser, x_T_or_shape, seed) -> Array:
+def initial_state(diffusion, denoiser, x_T_or_shape, seed, row_offset=0) -> Array:
     """Check the arguments every diffusion sampler shares and return x_T.
 
     ``x_T_or_shape`` is an array x_T (copied) or a shape, in which case x_T ~ N(0, I) is
@@ -95,11 +128,11 @@ def initial_state(diffusion, denoiser, x_T_or_shape, seed) -> Array:
     shape = tuple(int(n) for n in shape)
     if len(shape) < 2 or min(shape) < 1:
         raise ValueError(f"shape must be (B, ...) with positive sizes, got {shape}")
-    return step_noise(int(seed), 0, shape, np.dtype(np.float64))
+    return step_noise(int(seed), 0, shape, np.dtype(np.float64), check_row_offset(row_offset))
 
 
-def setup(diffusion, denoiser, x_T_or_shape, seed, noise, backend, variance):
-    x = initial_state(diffusion, denoiser, x_T_or_shape, seed)
+def setup(diffusion, denoiser, x_T_or_shape, seed, noise, backend, variance, row_offset=0):
+    x = initial_state(diffusion, denoiser, x_T_or_shape, seed, row_offset)
     if backend not in BACKENDS:
         raise ValueError(
             f"backend {backend!r} is not available; available backends: {', '.join(BACKENDS)}"
@@ -146,27 +179,43 @@ def exact_noise(denoiser, x, tb, orig, P, S, z):
 
 
 def run_loop(
-    name, diffusion, denoiser, x, seed, noise, step_fn, progress, callback, traj, in_kernel=False
+    name,
+    diffusion,
+    denoiser,
+    x,
+    seed,
+    noise,
+    step_fn,
+    progress,
+    callback,
+    traj,
+    in_kernel=False,
+    row_offset=0,
 ):
     """The reverse loop every sampler shares: ``x`` from step ``T`` to 0 through ``step_fn``;
     ``progress`` (True, False, or None: auto, when stderr is a terminal) shows a tqdm bar
-    named ``name`` (:mod:`npddpm._progress`; it only counts, the result is the same)."""
+    named ``name`` (:mod:`npddpm._progress`; it only counts, the result is the same).
+    ``row_offset`` keys the noise (:func:`step_noise`); the fused kernels draw in-kernel
+    noise only for a batch that starts at row 0, so ``in_kernel`` is dropped otherwise."""
     from .._progress import bar
 
     T = diffusion.num_timesteps
     out_traj = [x.copy()] if traj else None
     pbar = bar(T, name, progress)
+    in_kernel = in_kernel and row_offset == 0
     try:
         return _run_steps(
-            diffusion, denoiser, x, seed, noise, step_fn, callback, traj, in_kernel, out_traj, pbar
+            diffusion, denoiser, x, (seed, row_offset), noise, step_fn, callback, traj,
+            in_kernel, out_traj, pbar,
         )
     finally:
         pbar.close()
 
 
 def _run_steps(
-    diffusion, denoiser, x, seed, noise, step_fn, callback, traj, in_kernel, out_traj, pbar
+    diffusion, denoiser, x, key, noise, step_fn, callback, traj, in_kernel, out_traj, pbar
 ):
+    seed, row_offset = key
     T = diffusion.num_timesteps
     for i, t in enumerate(range(T - 1, -1, -1), start=1):
         tb = np.full(x.shape[0], t, dtype=np.int64)
@@ -175,7 +224,7 @@ def _run_steps(
         elif in_kernel:
             z = None  # drawn inside the kernel from (seed, stream = i)
         else:
-            z = step_noise(seed, i, x.shape, x.dtype)
+            z = step_noise(seed, i, x.shape, x.dtype, row_offset)
         orig = diffusion.model_timesteps(tb)
         model_output = np.asarray(denoiser(x, orig))
         if in_kernel and model_output.dtype != x.dtype:

@@ -13,7 +13,7 @@ from .._checks import as_int, choose
 from ..diffusion import GaussianDiffusion
 from ..paths import PREDICTIONS, NoisePath, as_path, to_x0_eps
 from ..spacing import NOISE_SPACINGS, noise_levels
-from ._common import step_noise
+from ._common import check_row_offset, step_noise
 
 __all__ = ["SolverRun", "finish", "ve_level"]
 
@@ -41,8 +41,10 @@ class SolverRun:
         t_max: float | None,
         t_min: float | None,
         need_finite_ve: bool,
+        row_offset: int = 0,
     ) -> None:
         self.name = name
+        self.row_offset = check_row_offset(row_offset)
         if backend != "numpy":
             raise ValueError(
                 f"{name}: backend={backend!r} is not available for the solvers (they are "
@@ -132,13 +134,13 @@ class SolverRun:
         if len(shape) < 2 or min(shape) < 1:
             raise ValueError(f"shape must be (B, ...) with positive sizes, got {shape}")
         scale = math.sqrt(float(self.alpha[0]) ** 2 + float(self.sigma[0]) ** 2)
-        return scale * step_noise(self.seed, 0, shape, np.dtype(np.float64))
+        return scale * step_noise(self.seed, 0, shape, np.dtype(np.float64), self.row_offset)
 
     def z(self, i: int, like: Array) -> Array:
         """Standard normal noise for step i (from 1)."""
         if self.noise is not None:
             return self.noise[i - 1]
-        return step_noise(self.seed, i, like.shape, np.dtype(np.float64))
+        return step_noise(self.seed, i, like.shape, np.dtype(np.float64), self.row_offset)
 
     def model_at(self, x: Array, t: float) -> tuple[Array, Array]:
         """(x̂₀, ε̂) of the model at x, path time t."""

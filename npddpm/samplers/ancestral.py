@@ -13,7 +13,7 @@ import numpy as np
 from .. import kernels
 from ..diffusion import GaussianDiffusion
 from ..typing import BackendName, DenoisedFn, Denoiser
-from ._common import check_kernel_path, exact_noise, run_loop, setup
+from ._common import check_kernel_path, exact_noise, run_loop, setup, sharded
 
 __all__ = ["ddim", "ddpm"]
 
@@ -27,6 +27,9 @@ def ddpm(
     x_T_or_shape: Array | tuple[int, ...],
     *,
     seed: int = ...,
+    row_offset: int = ...,
+    client: Any = ...,
+    shard_size: int | None = ...,
     noise: Array | None = ...,
     backend: BackendName | str = ...,
     clip_denoised: bool = ...,
@@ -43,6 +46,9 @@ def ddpm(
     x_T_or_shape: Array | tuple[int, ...],
     *,
     seed: int = ...,
+    row_offset: int = ...,
+    client: Any = ...,
+    shard_size: int | None = ...,
     noise: Array | None = ...,
     backend: BackendName | str = ...,
     clip_denoised: bool = ...,
@@ -59,6 +65,9 @@ def ddpm(
     x_T_or_shape: Array | tuple[int, ...],
     *,
     seed: int = ...,
+    row_offset: int = ...,
+    client: Any = ...,
+    shard_size: int | None = ...,
     noise: Array | None = ...,
     backend: BackendName | str = ...,
     clip_denoised: bool = ...,
@@ -76,6 +85,9 @@ def ddpm(
     x_T_or_shape: Array | tuple[int, ...],
     *,
     seed: int = 0,
+    row_offset: int = 0,
+    client: Any = None,
+    shard_size: int | None = None,
     noise: Array | None = None,
     backend: BackendName | str = "numpy",
     clip_denoised: bool = True,
@@ -93,7 +105,11 @@ def ddpm(
     number from 0), ``t`` (the index just processed), ``timestep`` (its original timestep),
     ``x`` (the new state, at index t − 1) and ``pred_xstart``.
     """
-    x, noise, variance = setup(diffusion, denoiser, x_T_or_shape, seed, noise, backend, variance)
+    if client is not None:
+        return sharded(ddpm, dict(locals()))
+    x, noise, variance = setup(
+        diffusion, denoiser, x_T_or_shape, seed, noise, backend, variance, row_offset
+    )
     s = diffusion.schedule
     kernel_lv = check_kernel_path(diffusion, backend, variance, denoised_fn)
 
@@ -137,6 +153,7 @@ def ddpm(
         callback,
         return_trajectory,
         in_kernel=kernel_lv is not None,
+        row_offset=row_offset,
     )
 
 
@@ -148,6 +165,9 @@ def ddim(
     *,
     eta: float = ...,
     seed: int = ...,
+    row_offset: int = ...,
+    client: Any = ...,
+    shard_size: int | None = ...,
     noise: Array | None = ...,
     backend: BackendName | str = ...,
     clip_denoised: bool = ...,
@@ -165,6 +185,9 @@ def ddim(
     *,
     eta: float = ...,
     seed: int = ...,
+    row_offset: int = ...,
+    client: Any = ...,
+    shard_size: int | None = ...,
     noise: Array | None = ...,
     backend: BackendName | str = ...,
     clip_denoised: bool = ...,
@@ -182,6 +205,9 @@ def ddim(
     *,
     eta: float = ...,
     seed: int = ...,
+    row_offset: int = ...,
+    client: Any = ...,
+    shard_size: int | None = ...,
     noise: Array | None = ...,
     backend: BackendName | str = ...,
     clip_denoised: bool = ...,
@@ -200,6 +226,9 @@ def ddim(
     *,
     eta: float = 0.0,
     seed: int = 0,
+    row_offset: int = 0,
+    client: Any = None,
+    shard_size: int | None = None,
     noise: Array | None = None,
     backend: BackendName | str = "numpy",
     clip_denoised: bool = True,
@@ -213,7 +242,11 @@ def ddim(
 
     Returns x₀, or ``(x₀, trajectory)`` as :func:`ddpm`.
     """
-    x, noise, variance = setup(diffusion, denoiser, x_T_or_shape, seed, noise, backend, variance)
+    if client is not None:
+        return sharded(ddim, dict(locals()))
+    x, noise, variance = setup(
+        diffusion, denoiser, x_T_or_shape, seed, noise, backend, variance, row_offset
+    )
     eta = diffusion.check_eta(eta, np.arange(diffusion.num_timesteps))
     s = diffusion.schedule
     kernel_lv = check_kernel_path(diffusion, backend, variance, denoised_fn)
@@ -273,4 +306,5 @@ def ddim(
         callback,
         return_trajectory,
         in_kernel=kernel_lv is not None,
+        row_offset=row_offset,
     )

@@ -46,6 +46,7 @@ import numpy as np
 from .._checks import as_int
 from ..paths import FlowMatching, as_path, flow_shift
 from ..spacing import noise_levels
+from ._common import sharded
 from ._solver import SolverRun, finish, ve_level
 
 __all__ = ["euler", "euler_ancestral", "flow_euler", "heun", "lms"]
@@ -70,6 +71,9 @@ def euler(
     final: str = "zero",
     interpolation: str = "log_alpha",
     seed: int = 0,
+    row_offset: int = 0,
+    client: Any = None,
+    shard_size: int | None = None,
     backend: str = "numpy",
     return_trajectory: bool = False,
 ) -> Any:
@@ -78,8 +82,11 @@ def euler(
 
     x̃_{i+1} = x̃_i + (σ̃_{i+1} − σ̃_i)·(x̃_i − x̂₀)/σ̃_i, x = α x̃. Order 1. Equal to DDIM(η = 0)
     on the same levels (tested)."""
+    if client is not None:
+        return sharded(euler, dict(locals()))
     run = SolverRun("euler", diffusion_or_path, denoiser, x_T_or_shape, steps, spacing, prediction,
-               final, seed, None, backend, interpolation, rho, t_max, t_min, True)
+               final, seed, None, backend, interpolation, rho, t_max, t_min, True,
+               row_offset=row_offset)
     x = run.x_T.copy()
     traj = [x.copy()] if return_trajectory else None
     for i in range(run.n_steps):
@@ -111,6 +118,9 @@ def heun(
     s_tmax: float = math.inf,
     s_noise: float = 1.0,
     seed: int = 0,
+    row_offset: int = 0,
+    client: Any = None,
+    shard_size: int | None = None,
     noise: Array | None = None,
     backend: str = "numpy",
     return_trajectory: bool = False,
@@ -120,11 +130,14 @@ def heun(
     Churn (``s_churn > 0``): for σ̃_i in [s_tmin, s_tmax], γ = min(s_churn/N, √2 − 1),
     σ̂ = σ̃_i(1 + γ), x̃ ← x̃ + √(σ̂² − σ̃_i²)·s_noise·z, then the Heun step from σ̂. The
     correction is skipped on the step to σ̃ = 0 (Euler there, as Alg. 1). Order 2 (ODE)."""
+    if client is not None:
+        return sharded(heun, dict(locals()))
     for v, nm in ((s_churn, "s_churn"), (s_noise, "s_noise")):
         if not (v >= 0 and math.isfinite(v)):
             raise ValueError(f"{nm} must be a finite number ≥ 0, got {v!r}")
     run = SolverRun("heun", diffusion_or_path, denoiser, x_T_or_shape, steps, spacing, prediction,
-               final, seed, noise, backend, interpolation, rho, t_max, t_min, True)
+               final, seed, noise, backend, interpolation, rho, t_max, t_min, True,
+               row_offset=row_offset)
     p = run.path
     x = run.x_T.copy()
     traj = [x.copy()] if return_trajectory else None
@@ -175,6 +188,9 @@ def euler_ancestral(
     eta: float = 1.0,
     s_noise: float = 1.0,
     seed: int = 0,
+    row_offset: int = 0,
+    client: Any = None,
+    shard_size: int | None = None,
     noise: Array | None = None,
     backend: str = "numpy",
     return_trajectory: bool = False,
@@ -184,10 +200,13 @@ def euler_ancestral(
     σ_up = min(σ̃_{i+1}, η·√(σ̃_{i+1}²(σ̃_i² − σ̃_{i+1}²)/σ̃_i²)), σ_down = √(σ̃_{i+1}² − σ_up²);
     x̃ ← x̃ + (σ_down − σ̃_i)(x̃ − x̂₀)/σ̃_i + σ_up·s_noise·z. With η = 1 each step samples the
     exact posterior q(x_{i+1} | x_i, x̂₀), so it equals DDPM on the same chain (tested)."""
+    if client is not None:
+        return sharded(euler_ancestral, dict(locals()))
     if not (0.0 <= eta and math.isfinite(eta)):
         raise ValueError(f"eta must be a finite number ≥ 0, got {eta!r}")
     run = SolverRun("euler_ancestral", diffusion_or_path, denoiser, x_T_or_shape, steps, spacing,
-               prediction, final, seed, noise, backend, interpolation, rho, t_max, t_min, True)
+               prediction, final, seed, noise, backend, interpolation, rho, t_max, t_min, True,
+               row_offset=row_offset)
     x = run.x_T.copy()
     traj = [x.copy()] if return_trajectory else None
     for i in range(run.n_steps):
@@ -228,6 +247,9 @@ def lms(
     interpolation: str = "log_alpha",
     order: int = 4,
     seed: int = 0,
+    row_offset: int = 0,
+    client: Any = None,
+    shard_size: int | None = None,
     backend: str = "numpy",
     return_trajectory: bool = False,
 ) -> Any:
@@ -236,9 +258,12 @@ def lms(
     and integrated exactly over [σ̃_i, σ̃_{i+1}] (Adams–Bashforth on the non-uniform grid;
     k-diffusion integrates with ``scipy.integrate.quad``). On the step to σ̃ = 0 it integrates
     the same polynomial (as k-diffusion)."""
+    if client is not None:
+        return sharded(lms, dict(locals()))
     order = as_int(order, "order", minimum=1)
     run = SolverRun("lms", diffusion_or_path, denoiser, x_T_or_shape, steps, spacing, prediction,
-               final, seed, None, backend, interpolation, rho, t_max, t_min, True)
+               final, seed, None, backend, interpolation, rho, t_max, t_min, True,
+               row_offset=row_offset)
     ve = np.array([ve_level(run, i) for i in range(run.n_steps + 1)])
     x = run.x_T.copy()
     traj = [x.copy()] if return_trajectory else None
@@ -274,6 +299,9 @@ def flow_euler(
     prediction: str | None = None,
     final: str = "zero",
     seed: int = 0,
+    row_offset: int = 0,
+    client: Any = None,
+    shard_size: int | None = None,
     backend: str = "numpy",
     return_trajectory: bool = False,
 ) -> Any:
@@ -285,6 +313,8 @@ def flow_euler(
     (SD3's static shift). ``final="zero"`` needs a flow path (the data is t = 0). On any path
     the step equals DDIM(η = 0) on the same levels: x_{i+1} = α_{i+1}x̂₀ + σ_{i+1}ε̂ holds for
     the linear flow path exactly (tested)."""
+    if client is not None:
+        return sharded(flow_euler, dict(locals()))
     path = as_path(diffusion_or_path)
     is_flow = isinstance(path, FlowMatching)
     if final == "zero" and not is_flow:
@@ -306,7 +336,7 @@ def flow_euler(
             spacing = flow_shift(np.asarray(spacing, dtype=np.float64), shift)
     run = SolverRun("flow_euler", path, denoiser, x_T_or_shape, steps, spacing,
                prediction or "flow", final, seed, None, backend, "log_alpha", 7.0, t_max,
-               t_min, False)
+               t_min, False, row_offset=row_offset)
     times = np.append(run.times, 0.0) if run.final == "zero" else run.times
     x = run.x_T.copy()
     traj = [x.copy()] if return_trajectory else None

@@ -49,7 +49,14 @@ from .common import (
 from .score import score_rows
 from .solvers import solver_rows
 
-__all__ = ["LEGEND", "chain_rows", "format_table", "moment_rows", "run_verification"]
+__all__ = [
+    "LEGEND",
+    "chain_rows",
+    "chain_states",
+    "format_table",
+    "moment_rows",
+    "run_verification",
+]
 
 
 MOMENT_CASES = (
@@ -154,6 +161,8 @@ def chain_rows(
     datasets: dict[str, GaussianMixture] | None = None,
     *,
     pbar: Any = None,
+    client: Any = None,
+    shard_size: int | None = None,
 ) -> list[Row]:
     """The ``chain`` rows: per data set, sampler and checkpoint, the smallest p-value of the
     KS projections and the χ² mean test, against the Bonferroni limit α/m (m: all tests of
@@ -162,6 +171,10 @@ def chain_rows(
     ``checkpoints`` are fractions of the number of steps: index ``round(f·(T−1))``; ``0.0``
     gives index 0's output, i.e. the data distribution itself (index −1). ``pbar``: a
     progress bar updated once per data set and sampler.
+
+    ``client``: a :class:`dask.distributed.Client`; the n chains then run as shards of
+    ``shard_size`` rows on its workers (:func:`npddpm.distributed.map_shards` over
+    :func:`chain_states`), and the rows are bitwise those of the single-process call.
     """
     datasets = datasets or {"mixture 2-D": mixture_2d(), "mixture 16-D": mixture_16d()}
     s = Schedule.from_name("linear", 1000).respace(space_timesteps(1000, spacing))
@@ -176,17 +189,15 @@ def chain_rows(
         for sampler, eta in samplers:
             if pbar is not None:
                 pbar.update(1)
-            keep: dict[int, np.ndarray] = {}
-
-            def grab(info: dict[str, Any], keep: dict[int, np.ndarray] = keep) -> None:
-                if info["t"] - 1 in cps:
-                    keep[info["t"] - 1] = info["x"].copy()
-
-            den = gm.denoiser(d)
-            if sampler == "ddpm":
-                ddpm(d, den, (n, gm.dim), seed=seed, clip_denoised=False, callback=grab)
+            payload = (gm, d, sampler, eta, seed, tuple(cps))
+            if client is None:
+                states = chain_states(payload, 0, n)
             else:
-                ddim(d, den, (n, gm.dim), eta=eta, seed=seed, clip_denoised=False, callback=grab)
+                from ..distributed import concat, map_shards
+
+                parts = map_shards(client, chain_states, n, payload=payload, shard_size=shard_size)
+                states = concat(parts, axis=1)
+            keep = dict(zip(cps, states, strict=True))
             sname = "ddpm" if sampler == "ddpm" else f"ddim η={eta:g}"
             for t in cps:
                 target = gm if t == -1 else gm.marginal(s, t)
@@ -211,20 +222,54 @@ def chain_rows(
     return rows
 
 
-def run_verification(*, quick: bool = False, progress: bool | None = False) -> list[Row]:
+def chain_states(payload: tuple, a: int, b: int) -> np.ndarray:
+    """Rows ``[a, b)`` of the oracle-driven chains of :func:`chain_rows` at its checkpoints:
+    shape ``(len(cps), b − a, D)``. ``payload = (mixture, diffusion, sampler, eta, seed,
+    cps)``; row ``i`` is row ``i`` of the whole batch (``row_offset=a``), bitwise."""
+    gm, d, sampler, eta, seed, cps = payload
+    keep: dict[int, np.ndarray] = {}
+
+    def grab(info: dict[str, Any]) -> None:
+        if info["t"] - 1 in cps:
+            keep[info["t"] - 1] = info["x"].copy()
+
+    den = gm.denoiser(d)
+    shape = (b - a, gm.dim)
+    if sampler == "ddpm":
+        ddpm(d, den, shape, seed=seed, clip_denoised=False, callback=grab, row_offset=a)
+    else:
+        ddim(d, den, shape, eta=eta, seed=seed, clip_denoised=False, callback=grab, row_offset=a)
+    return np.stack([keep[t] for t in cps])
+
+
+def run_verification(
+    *,
+    quick: bool = False,
+    progress: bool | None = False,
+    client: Any = None,
+    shard_size: int | None = None,
+    chains: int | None = None,
+) -> list[Row]:
     """Run the whole suite and return its rows (``quick``: fewer cases, for tests).
 
     ``progress``: a tqdm bar on stderr counting the cases as they start (True; None: only
-    when stderr is a terminal, :mod:`npddpm._progress`); the rows do not depend on it."""
+    when stderr is a terminal, :mod:`npddpm._progress`); the rows do not depend on it.
+    ``client``: a :class:`dask.distributed.Client` for the Monte-Carlo (``chain``) rows,
+    sharded by ``shard_size`` rows (:func:`chain_rows`); the rows are the same bitwise.
+    ``chains``: chains per Monte-Carlo row (default 2000; 500 with ``quick``)."""
     from .._progress import bar
 
+    mc = {"client": client, "shard_size": shard_size}
+    if chains is not None:
+        mc["n"] = chains
     with bar(None, "verify", progress, unit="case") as pbar:
         if quick:
+            mc.setdefault("n", 500)
             rows = moment_rows({"linear": ("ddim10",)}, pbar=pbar) + chain_rows(
-                n=500, spacing="50", checkpoints=(0.5, 0.0), samplers=(("ddpm", 0.0),), pbar=pbar
+                spacing="50", checkpoints=(0.5, 0.0), samplers=(("ddpm", 0.0),), pbar=pbar, **mc
             )
         else:
-            rows = moment_rows(pbar=pbar) + chain_rows(pbar=pbar)
+            rows = moment_rows(pbar=pbar) + chain_rows(pbar=pbar, **mc)
         pbar.set_postfix_str("score-based samplers")
         pbar.update(1)
         rows = rows + score_rows(quick=quick)
