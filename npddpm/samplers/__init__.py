@@ -1,8 +1,9 @@
 r"""Samplers: one free function per sampler, all with the same signature.
 
-``sampler(diffusion, denoiser, x_T_or_shape, *, seed=0, noise=None, backend="numpy",
-clip_denoised=True, denoised_fn=None, variance="model", progress=False, callback=None,
-return_trajectory=False)`` (``ddim`` adds ``eta``).
+``sampler(diffusion, denoiser, x_T_or_shape, *, seed=0, row_offset=0, client=None,
+shard_size=None, noise=None, backend="numpy", clip_denoised=True, denoised_fn=None,
+variance="model", progress=False, callback=None, return_trajectory=False)`` (``ddim`` adds
+``eta``).
 
 * ``progress``: a tqdm bar on stderr (``True``), none (``False``), or one only when stderr
   is a terminal (``None``); it only counts steps, the result is the same.
@@ -14,6 +15,14 @@ return_trajectory=False)`` (``ddim`` adds ``eta``).
   given, otherwise ``_step_noise(seed, step, shape, dtype)``, a pure function of
   ``(seed, step)`` with step 0 for x_T and step i for the i-th reverse step. The same seed
   therefore gives the same samples, whatever happens in between.
+* ``row_offset``: the global index of the batch's first row; row ``b`` gets the noise of row
+  ``row_offset + b`` of a larger batch, so a batch of rows ``[a, b)`` with ``row_offset=a``
+  is rows ``a:b`` of the whole run, bitwise, for a batch-invariant denoiser.
+* ``client``: a :class:`dask.distributed.Client`; the rows then run as shards of
+  ``shard_size`` rows on its workers (:func:`npddpm.distributed.sample`), with the same result
+  bit for bit. The denoiser must travel by standard pickle (an oracle denoiser,
+  :class:`npddpm.distributed.CheckpointModel`); ``callback``/``noise`` and
+  ``backend="cuda"`` are refused with a client.
 * ``variance="exact"``: the exact reverse covariance
   ``S·I + P²·Cov[x₀ | x_t]`` with S = β̃_t, P = coef1 (DDPM) or S = σ_t², P = √ᾱ_prev −
   √(1 − ᾱ_prev − σ²)·√ᾱ/√(1 − ᾱ) (DDIM), noise kept at t = 0. It needs a denoiser with an
