@@ -19,6 +19,7 @@ __all__ = [
     "check_batch",
     "check_timesteps",
     "choose",
+    "sample_shape",
 ]
 
 
@@ -162,6 +163,21 @@ def check_timesteps(
             f"values from {arr.min()} to {arr.max()}"
         )
     return arr.astype(np.int64)
+
+
+def sample_shape(x_T_or_shape: object) -> tuple[int, ...]:
+    """A sampler's ``x_T_or_shape`` given as a shape: ``(B, ...)`` as ints, B ≥ 1, or a
+    TypeError/ValueError naming it (an array is checked by the caller)."""
+    try:
+        shape = tuple(int(n) for n in x_T_or_shape)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        raise TypeError(
+            "x_T_or_shape must be a NumPy array x_T or a shape tuple of ints such as "
+            f"(B, D), got {x_T_or_shape!r:.60}"
+        ) from None
+    if len(shape) < 2 or min(shape) < 1:
+        raise ValueError(f"shape must be (B, ...) with positive sizes, got {shape}")
+    return shape
 
 
 def choose(value: object, name: str, options: Iterable[str]) -> str:

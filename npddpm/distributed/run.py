@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import sample_shape
 from .cluster import check_client, workers
 from .payload import pack, unpack
 
@@ -177,15 +178,7 @@ def sample(sampler: Callable[..., Any], arguments: dict[str, Any]) -> Any:
             raise ValueError(f"x_T must have shape (B, ...) with B ≥ 1, got {x.shape}")
         x_T, n, tail = x, x.shape[0], x.shape[1:]
     else:
-        try:
-            shape = tuple(int(v) for v in x)
-        except (TypeError, ValueError):
-            raise TypeError(
-                "x_T_or_shape must be a NumPy array x_T or a shape tuple of ints such as "
-                f"(B, D), got {x!r:.60}"
-            ) from None
-        if len(shape) < 2 or min(shape) < 1:
-            raise ValueError(f"shape must be (B, ...) with positive sizes, got {shape}")
+        shape = sample_shape(x)
         n, tail = shape[0], shape[1:]
     payload = (sampler, target, denoiser, x_T, tail, int(base), kw)
     results = map_shards(

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_int, choose
+from .._checks import as_int, choose, sample_shape
 from ..diffusion import GaussianDiffusion
 from ..paths import PREDICTIONS, NoisePath, as_path, to_x0_eps
 from ..spacing import NOISE_SPACINGS, noise_levels
@@ -124,15 +124,7 @@ class SolverRun:
             if x.ndim < 2 or x.shape[0] < 1:
                 raise ValueError(f"x_T must have shape (B, ...) with B ≥ 1, got {x.shape}")
             return x
-        try:
-            shape = tuple(int(n) for n in x_T_or_shape)
-        except (TypeError, ValueError):
-            raise TypeError(
-                "x_T_or_shape must be a NumPy array x_T or a shape tuple of ints such as "
-                f"(B, D), got {x_T_or_shape!r:.60}"
-            ) from None
-        if len(shape) < 2 or min(shape) < 1:
-            raise ValueError(f"shape must be (B, ...) with positive sizes, got {shape}")
+        shape = sample_shape(x_T_or_shape)
         scale = math.sqrt(float(self.alpha[0]) ** 2 + float(self.sigma[0]) ** 2)
         return scale * step_noise(self.seed, 0, shape, np.dtype(np.float64), self.row_offset)
 

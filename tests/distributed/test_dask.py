@@ -12,10 +12,8 @@ import os
 import numpy as np
 import pytest
 
-pytest.importorskip("dask.distributed")
-
-from npddpm import samplers  # noqa: E402
-from npddpm.distributed import (  # noqa: E402
+from npddpm import samplers
+from npddpm.distributed import (
     CheckpointModel,
     concat,
     connect,
@@ -24,8 +22,10 @@ from npddpm.distributed import (  # noqa: E402
     workers,
 )
 
-from .helpers import KillOnce, flag_exists  # noqa: E402
-from .test_sharding import D, FLOW, GM, VP  # noqa: E402
+from .helpers import KillOnce, flag_exists
+from .test_sharding import GM, SAMPLERS, D
+
+pytest.importorskip("dask.distributed")
 
 
 @pytest.fixture(scope="module")
@@ -37,23 +37,12 @@ def client():
 
 N = 101
 
+#: the samplers that draw noise at every step, and two deterministic ones (test_sharding's)
 CASES = {
-    "ddpm": lambda x, **kw: samplers.ddpm(D, GM.denoiser(D), x, clip_denoised=False, **kw),
-    "ddpm cpu": lambda x, **kw: samplers.ddpm(
-        D, GM.denoiser(D), x, clip_denoised=False, backend="cpu", **kw
-    ),
-    "ddim η=1": lambda x, **kw: samplers.ddim(D, GM.denoiser(D), x, eta=1.0, **kw),
-    "euler_ancestral": lambda x, **kw: samplers.euler_ancestral(
-        VP, GM.denoiser(VP), x, steps=6, **kw
-    ),
-    "dpm_solver sde": lambda x, **kw: samplers.dpm_solver(
-        VP, GM.denoiser(VP), x, steps=6, algorithm="sde-dpmsolver++", **kw
-    ),
-    "unipc": lambda x, **kw: samplers.unipc(VP, GM.denoiser(VP), x, steps=6, **kw),
-    "flow_euler": lambda x, **kw: samplers.flow_euler(
-        FLOW, GM.denoiser(FLOW, "flow"), x, steps=6, **kw
-    ),
-}
+    k: SAMPLERS[k]
+    for k in ("ddpm", "ddpm cpu", "ddim η=0.5", "euler_ancestral", "dpm_solver sde", "unipc",
+              "flow_euler")
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(CASES))
