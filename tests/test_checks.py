@@ -207,9 +207,31 @@ def test_check_timesteps_broadcasts_scalars_and_checks_shape_and_range(batch, T,
         _checks.check_timesteps(np.full(batch, True), batch, T)
 
 
+@given(st.lists(st.integers(1, 9), min_size=2, max_size=4))
+def test_sample_shape_takes_int_shapes_and_names_the_fix(shape):
+    assert _checks.sample_shape(shape) == tuple(shape)
+    assert _checks.sample_shape(np.array(shape)) == tuple(shape)  # numpy ints too
+    with raises_naming(ValueError, "shape", "(B, ...)", str(tuple(shape[:1]))):
+        _checks.sample_shape(shape[:1])
+    with raises_naming(ValueError, "shape", "positive"):
+        _checks.sample_shape([0, *shape[1:]])
+    with raises_naming(TypeError, "x_T_or_shape", "shape tuple of ints"):
+        _checks.sample_shape(3)
+    with raises_naming(TypeError, "x_T_or_shape", "'a'"):
+        _checks.sample_shape(["a", 2])
+
+
 # --- coverage of this file -------------------------------------------------------------------
 
-TESTED = {"as_int", "as_real_1d", "as_timesteps", "choose", "check_batch", "check_timesteps"}
+TESTED = {
+    "as_int",
+    "as_real_1d",
+    "as_timesteps",
+    "choose",
+    "check_batch",
+    "check_timesteps",
+    "sample_shape",
+}
 
 
 def test_every_public_validator_is_tested_here():
