@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import sys
 import tempfile
 import warnings
 from collections import OrderedDict
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CheckpointModel", "batch_invariant", "pack", "unpack"]
+__all__ = ["CheckpointModel", "batch_invariant", "pack", "tune_worker_malloc", "unpack"]
 
 Array = np.ndarray
 
@@ -32,6 +33,35 @@ _HOW = (
     "npddpm.distributed.CheckpointModel(path) for a trained model, or an instance of a "
     "module-level class that holds arrays"
 )
+
+
+#: glibc's largest mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX): 32 MiB.
+MMAP_THRESHOLD = 32 * 1024 * 1024
+_TUNED: list[bool] = []
+
+
+def tune_worker_malloc() -> bool:
+    """On a Dask worker whose nanny set ``MALLOC_TRIM_THRESHOLD_`` (Dask's default, 64 KiB),
+    raise glibc's mmap threshold to :data:`MMAP_THRESHOLD`, once per process; True if done.
+
+    Setting any trim threshold freezes glibc's mmap threshold at 128 KiB, so every temporary
+    array above it is a fresh ``mmap`` whose pages fault in on each use: the 16-D oracle's
+    DDPM step on 5,000 rows ran 3.3× slower (2.5 s against 0.76 s) in such a process.
+    Memory is still trimmed at the top of the heap; results do not change.
+    """
+    if _TUNED:
+        return _TUNED[0]
+    done = False
+    if os.environ.get("MALLOC_TRIM_THRESHOLD_") and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+            done = bool(libc.mallopt(-3, MMAP_THRESHOLD))  # M_MMAP_THRESHOLD
+        except (OSError, AttributeError):  # not glibc
+            done = False
+    _TUNED.append(done)
+    return done
 
 
 def pack(obj: Any, what: str = "denoiser") -> tuple[str, bytes]:

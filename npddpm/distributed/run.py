@@ -17,7 +17,7 @@ import numpy as np
 
 from .._checks import sample_shape
 from .cluster import check_client, workers
-from .payload import pack, unpack
+from .payload import pack, tune_worker_malloc, unpack
 
 __all__ = ["DEFAULT_RETRIES", "concat", "map_items", "map_shards", "sample", "shards"]
 
@@ -47,10 +47,12 @@ def _default_shard_size(client: Any, n: int) -> int:
 def _shard_task(
     fn: Callable[..., Any], digest: str, blob: bytes, a: int, b: int, args: tuple
 ) -> Any:
+    tune_worker_malloc()
     return fn(unpack(digest, blob), a, b, *args)
 
 
 def _item_task(fn: Callable[..., Any], digest: str, blob: bytes, item: Any) -> Any:
+    tune_worker_malloc()
     return fn(unpack(digest, blob), item)
 
 

@@ -8,6 +8,7 @@ worker is killed mid-run. Deterministic: fixed seeds, no statistical test. Skipp
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -188,3 +189,14 @@ def test_cli_sample_with_dask_is_bitwise(checkpoint, tmp_path, capsys):
     a, b = (np.load(tmp_path / f"{k}.npz")["samples"] for k in "ab")
     np.testing.assert_array_equal(a, b)
     assert "batch size" not in capsys.readouterr().err  # the MLP is batch-invariant
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_workers_raise_the_mmap_threshold(client):
+    # Dask's nanny sets MALLOC_TRIM_THRESHOLD_, which freezes glibc's mmap threshold at
+    # 128 KiB (every large temporary a fresh mmap: 3.3x slower oracle steps, measured); the
+    # first npddpm task on a worker raises it (benchmarks/bench_dask.py shows the speed).
+    from npddpm.distributed import payload
+
+    map_items(client, _square, [1, 2], payload=0)
+    assert all(v == [True] for v in client.run(lambda: payload._TUNED).values())
