@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 REPORT_FORMAT = "npddpm-conformance-report"
-REPORT_VERSION = 2  #: of :meth:`Report.to_dict` (schema: ``report_schema.json`` beside this module)
+REPORT_VERSION = 3  #: of :meth:`Report.to_dict` (schema: ``report_schema.json`` beside this module)
 
 #: The verdict of each row in the ``checks`` list: ``ok``; ``divergence`` (a documented one);
 #: ``fault`` (differs: a named fault or unexplained); ``error`` (the implementation raised);
@@ -161,7 +161,10 @@ class Report:
         one object per row (every :class:`Row` field; non-finite numbers as the strings
         "inf", "-inf", "nan"), and ``checks``: per row its id, quantity, t-range, verdict
         (:data:`CHECK_VERDICTS`, ``error`` where the implementation raised), the diagnosis and
-        its source, the observed error, the tolerance and their ratio (version 2)."""
+        its source, the observed error, the tolerance and their ratio, and the configuration
+        (the adapter's name); ``order`` (the claimed and the measured order of a solver, or
+        None) and ``contract_violations`` (per violated schedule-contract check: its name, the
+        N where it fails, the problem and a one-line reproduction) (version 3)."""
         from .. import __version__
 
         rows = []
@@ -180,6 +183,29 @@ class Report:
             "notes": list(self.notes),
             "rows": rows,
             "checks": [self._check(r) for r in self.rows],
+            "order": self._order(),
+            "contract_violations": [
+                {
+                    "check": r.quantity.removeprefix("contract: "),
+                    "N": r.t_range.removeprefix("N="),
+                    "problem": r.diagnosis,
+                    "reproduction": r.where.removeprefix("repro: "),
+                }
+                for r in self.rows
+                if r.quantity.startswith("contract: ") and r.verdict == "FAIL"
+            ],
+        }
+
+    def _order(self) -> dict[str, Any] | None:
+        row = next((r for r in self.rows if r.quantity == "order"), None)
+        if row is None:
+            return None
+        return {
+            "claimed": _number(row.expected),
+            "measured": _number(row.got),
+            "margin": _number(row.tolerance),
+            "steps": row.t_range.removeprefix("N="),
+            "verdict": CHECK_VERDICTS[row.verdict],
         }
 
     def _check(self, r: Row) -> dict[str, Any]:
@@ -188,6 +214,7 @@ class Report:
             verdict = "error"
         return {
             "id": self.check_id(r),
+            "configuration": self.adapter,
             "quantity": r.quantity,
             "t_range": r.t_range,
             "verdict": verdict,
@@ -230,11 +257,20 @@ class Report:
 
 
 def write_reports(
-    path: str | os.PathLike, reports: list[Report], *, overwrite: bool = False
+    path: str | os.PathLike,
+    reports: list[Report],
+    *,
+    overwrite: bool = False,
+    implementation: tuple[str, str | None] | None = None,
 ) -> Path:
-    """Write ``reports`` to ``path`` as one JSON document ``{"format", "version", "npddpm",
-    "conforms", "reports": [Report.to_dict(), …]}``, atomically; a FileExistsError when
-    ``path`` exists, unless ``overwrite``."""
+    """Write ``reports`` to ``path`` as one JSON document, atomically; a FileExistsError when
+    ``path`` exists, unless ``overwrite``.
+
+    The document (``report_schema.json``): ``format``, ``version``, ``npddpm`` (its version),
+    ``implementation`` (``{"name", "version"}``: ``implementation`` as given, else the first
+    word its reports' adapter names share, e.g. ``diffusers``, with its installed version or
+    null), ``conforms``, ``checks`` (every report's checks in one list, each naming its
+    configuration) and ``reports`` (:meth:`Report.to_dict` each)."""
     from .. import __version__
     from ..io import atomic_write
 
@@ -243,12 +279,30 @@ def write_reports(
         raise FileExistsError(
             f"{path} exists; choose another file, or pass overwrite=True (--force) to replace it"
         )
+    dicts = [r.to_dict() for r in reports]
+    name, version = implementation if implementation is not None else _implementation(reports)
     doc = {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
         "npddpm": __version__,
+        "implementation": {"name": name, "version": version},
         "conforms": all(r.conforms for r in reports),
-        "reports": [r.to_dict() for r in reports],
+        "checks": [c for d in dicts for c in d["checks"]],
+        "reports": dicts,
     }
     data = (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode()
     return atomic_write(path, lambda f: f.write(data))
+
+
+def _implementation(reports: list[Report]) -> tuple[str, str | None]:
+    """The first word the adapter names share and its installed version (or None)."""
+    from importlib import metadata
+
+    words = {r.adapter.split(" ", 1)[0] for r in reports if r.adapter}
+    if len(words) != 1:
+        return ("several" if words else "unknown"), None
+    name = words.pop()
+    try:
+        return name, metadata.version(name)
+    except (metadata.PackageNotFoundError, ValueError):
+        return name, None

@@ -233,3 +233,38 @@ def test_a_step_function_is_checked(step, ok):
         rows = [row for row in r.failures if row.quantity == "agreement"]
         assert rows and min(row.worst_ratio for row in rows) >= 10, r.table()
         assert rows[0].where.startswith("step 1 of"), r.table()
+
+
+def test_report_v3_top_level_checks_order_and_contract_violations(tmp_path):
+    # Version 3 of the JSON report: every check at the top beside its configuration, the
+    # implementation's name and version, and per solver report its claimed and measured
+    # order and its contract violations (here a σ list 2 % off its timesteps: contract fails).
+    import json
+    from pathlib import Path
+
+    jsonschema = pytest.importorskip("jsonschema")
+    import npddpm.conformance as c
+    from npddpm.conformance import write_reports
+
+    good = _check("EulerDiscreteScheduler", n_max=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bad = check_solver(
+            DiffusersSolverAdapter(SigmaShifted, {}, claim=None, name="diffusers SigmaShifted"),
+            n_max=10,
+        )
+    auto = json.loads(write_reports(tmp_path / "a.json", [good, bad]).read_text())
+    assert auto["implementation"] == {"name": "diffusers", "version": diffusers.__version__}
+    path = write_reports(tmp_path / "r.json", [good, bad], implementation=("mysolvers", "0.1"))
+    doc = json.loads(path.read_text())
+    jsonschema.validate(doc, json.loads(Path(c.__file__).with_name("report_schema.json")
+                                        .read_text()))
+    assert doc["version"] == 3 and doc["implementation"] == {"name": "mysolvers", "version": "0.1"}
+    assert len(doc["checks"]) == len(good.rows) + len(bad.rows)
+    assert {ch["configuration"] for ch in doc["checks"]} == {good.adapter, bad.adapter}
+    g, b = doc["reports"]
+    assert g["order"]["claimed"] == 1.0 and g["order"]["verdict"] == "ok"
+    assert abs(g["order"]["measured"] - 1.0) < 0.3 and g["contract_violations"] == []
+    assert b["contract_violations"], b["rows"]
+    v = b["contract_violations"][0]
+    assert v["check"] and v["N"] and v["problem"] and v["reproduction"]
