@@ -311,7 +311,13 @@ def _claim(cls: str, cfg: Any) -> SolverClaim:
               "lower_order_final": bool(cfg.lower_order_final)}
         return SolverClaim("unipc", kw, order=order + (1 if corr else 0), final=final)
     if cls == "DPMSolverSinglestepScheduler":
-        return SolverClaim(None, order=int(cfg.solver_order), final=final)
+        alg = cfg.algorithm_type
+        if alg.startswith("sde"):  # no singlestep SDE reference in npddpm
+            return SolverClaim(None, order=int(cfg.solver_order), final=final, stochastic=True)
+        kw = {"method": "singlestep", "order": int(cfg.solver_order), "algorithm": alg,
+              "solver_type": cfg.solver_type, "orders": "diffusers",
+              "lower_order_final": bool(cfg.lower_order_final)}
+        return SolverClaim("dpm_solver", kw, order=int(cfg.solver_order), final=final)
     if cls == "DEISMultistepScheduler":  # documented to end at t = 0, σ_min (no final σ = 0)
         return SolverClaim(None, order=int(cfg.solver_order), final="sigma_min")
     return SolverClaim(None)

@@ -9,7 +9,7 @@ x_s = (σ_s/σ_t)x + σ_s∫e^λ x̂₀ dλ (data prediction) or x_s = (α_s/α_
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ import numpy as np
 from .._checks import as_int, choose
 from ..paths import NoisePath
 from ._common import sharded
+from ._singlestep import diffusers_groups, run_groups
 from ._solver import SolverRun, finish
 
 __all__ = ["dpm_solver", "unipc"]
@@ -82,6 +83,7 @@ def dpm_solver(
     lower_order_final: bool = True,
     third_order: str = "taylor",
     solver_type: str = "midpoint",
+    orders: Sequence[int] | str | None = None,
     interpolation: str = "log_alpha",
     seed: int = 0,
     row_offset: int = 0,
@@ -123,6 +125,13 @@ def dpm_solver(
     ``"heun"`` (α_s((e^{−h} − 1)/h + 1)D₁, the Taylor form: diffusers' ``solver_type="heun"``,
     the authors' ``"taylor"``, k-diffusion's ``sample_dpmpp_3m_sde`` warm-up step). Both are
     second order.
+
+    ``orders`` (singlestep only): group the given levels instead of placing intermediate
+    levels inside each step — a list of group lengths (1, 2 or 3, summing to the number of
+    steps; a group of k calls the model at its k levels, see :mod:`._singlestep`), or
+    ``"diffusers"`` for the groups of diffusers' ``DPMSolverSinglestepScheduler.get_order_list``
+    with this ``order``, ``lower_order_final`` and ``final``. ``solver_type`` then also picks
+    the second- and third-order forms (``"midpoint"``: diffusers' default).
     """
     if client is not None:
         return sharded(dpm_solver, dict(locals()))
@@ -134,6 +143,8 @@ def dpm_solver(
     third_order = choose(third_order, "third_order", ("taylor", "diffusers"))
     solver_type = choose(solver_type, "solver_type", ("midpoint", "heun"))
     d2_factor = 2.0 if third_order == "taylor" else 1.0
+    if orders is not None and method != "singlestep":
+        raise ValueError("orders= groups the levels of method='singlestep'; omit it for multistep")
     if algorithm == "sde-dpmsolver++" and (method != "multistep" or order > 2):
         raise ValueError(
             "algorithm='sde-dpmsolver++' is multistep of order 1 or 2 (got "
@@ -178,6 +189,14 @@ def dpm_solver(
             if traj is not None:
                 traj.append(x.copy())
         return finish(run, x, traj, return_trajectory)
+    if orders is not None:
+        groups = (
+            diffusers_groups(N, order, lower_order_final, run.final == "zero")
+            if isinstance(orders, str) and orders == "diffusers"
+            else _group_list(orders)
+        )
+        x = run_groups(run, x, groups, use_eps, solver_type, traj)
+        return finish(run, x, traj, return_trajectory)
     p = run.path
     for i in range(N):
         x0, eps = run.model(x, i)
@@ -190,6 +209,17 @@ def dpm_solver(
         if traj is not None:
             traj.append(x.copy())
     return finish(run, x, traj, return_trajectory)
+
+
+def _group_list(orders: Any) -> list[int]:
+    if isinstance(orders, str):
+        raise ValueError(f"orders must be 'diffusers' or a list of group lengths, got {orders!r}")
+    try:
+        return [as_int(k, "orders[i]", minimum=1) for k in orders]
+    except TypeError:
+        raise TypeError(
+            f"orders must be 'diffusers' or a list of group lengths, got {orders!r:.60}"
+        ) from None
 
 
 def _singlestep(run: SolverRun, p: NoisePath, use_eps: bool, order: int, x: Array, x0: Array,
