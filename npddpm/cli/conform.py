@@ -261,10 +261,12 @@ def _solver_configs() -> list[tuple[str, dict]]:
         ("DPMSolverMultistepScheduler", {"timestep_spacing": "trailing"}),
         ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
         ("DPMSolverSinglestepScheduler", {}),
+        ("DPMSolverSinglestepScheduler", {"solver_order": 3}),
         ("UniPCMultistepScheduler", {}),
         ("UniPCMultistepScheduler", {"solver_type": "bh1"}),
         ("UniPCMultistepScheduler", {"solver_order": 3}),
         ("DEISMultistepScheduler", {}),
+        ("DEISMultistepScheduler", {"solver_order": 3}),
         ("FlowMatchEulerDiscreteScheduler", {}),
         ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}),
     ]

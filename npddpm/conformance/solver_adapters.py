@@ -319,5 +319,6 @@ def _claim(cls: str, cfg: Any) -> SolverClaim:
               "lower_order_final": bool(cfg.lower_order_final)}
         return SolverClaim("dpm_solver", kw, order=int(cfg.solver_order), final=final)
     if cls == "DEISMultistepScheduler":  # documented to end at t = 0, σ_min (no final σ = 0)
-        return SolverClaim(None, order=int(cfg.solver_order), final="sigma_min")
+        kw = {"order": int(cfg.solver_order), "lower_order_final": bool(cfg.lower_order_final)}
+        return SolverClaim("deis", kw, order=int(cfg.solver_order), final="sigma_min")
     return SolverClaim(None)

@@ -202,8 +202,8 @@ def _yardstick_name(adapter: SolverAdapter) -> str:
 
 def _yardstick(adapter: SolverAdapter, sig: Array, x_T: Array) -> Array | None:
     ref = _yardstick_kwargs(adapter)
-    if ref is None:
-        return None
+    if ref is None or np.any(np.diff(_levels(adapter.claim, sig)[0]) >= 0):
+        return None  # no claim, or a repeated level that npddpm's solvers refuse
     name, kw = ref
     return _reference(adapter, name, kw, sig, x_T)
 
@@ -314,6 +314,11 @@ def _agreement_rows(adapter: SolverAdapter, claim: SolverClaim, agree_steps: Seq
             _, sig, _ = adapter.levels(N)
             x_T = _start(adapter, float(sig[0]), n, seed)
             got, sig = adapter.run(N, GAUSS, x_T)
+            if np.any(np.diff(_levels(claim, sig)[0]) >= 0):  # npddpm's solvers refuse them
+                rows.append(Row(label, f"N={N}", math.nan, math.nan, math.nan, "skipped",
+                                "a repeated σ level (see the contract rows): no reference "
+                                "on these levels"))
+                continue
             want = _reference(adapter, claim.reference, claim.kwargs, sig, x_T)
         except Exception as exc:
             rows.append(Row(label, f"N={N}", math.nan, math.nan, math.inf, "FAIL",

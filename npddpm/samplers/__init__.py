@@ -31,8 +31,9 @@ variance="model", progress=False, callback=None, return_trajectory=False)`` (``d
   :func:`npddpm.analytic.sampler_moments`). It makes DDIM stochastic even at η = 0 (P ≠ 0).
   The covariance is formed per row, (B, D, D), so it is meant for low-dimensional data.
 * The ODE/SDE solvers (:mod:`.solvers`: ``euler``, ``heun``, ``euler_ancestral``, ``lms``,
-  ``flow_euler``; :mod:`.exponential`: ``dpm_solver``, ``unipc``) take a diffusion or a
-  :mod:`npddpm.paths` path and ``steps``/``spacing``; see :mod:`.solvers`.
+  ``flow_euler``; :mod:`.exponential`: ``dpm_solver``, ``unipc``; :mod:`.deis`: ``deis``)
+  take a diffusion or a :mod:`npddpm.paths` path and ``steps``/``spacing``; see
+  :mod:`.solvers`.
 * ``clip_denoised=True`` (improved-diffusion's default) clips x̂₀ to [−1, 1]; pass False for
   data outside [−1, 1] and for any comparison with the exact moments (clipping is not affine).
 """
@@ -40,6 +41,7 @@ variance="model", progress=False, callback=None, return_trajectory=False)`` (``d
 from ..kernels import BACKENDS
 from ._common import step_noise
 from .ancestral import ddim, ddpm
+from .deis import deis
 from .exponential import dpm_solver, unipc
 from .langevin import (
     annealed_langevin,
@@ -55,6 +57,7 @@ __all__ = [
     "annealed_langevin",
     "ddim",
     "ddpm",
+    "deis",
     "dpm_solver",
     "eps_from_score_fn",
     "euler",

@@ -43,6 +43,9 @@ CASES = [
     ("unipc2_bh1", S.unipc, {"order": 2, "variant": "bh1"}, 3),
     ("unip2", S.unipc, {"order": 2, "corrector": False}, 2),
     ("unip3", S.unipc, {"order": 3, "corrector": False}, 3),
+    ("deis1", S.deis, {"order": 1}, 1),
+    ("deis2", S.deis, {"order": 2}, 2),
+    ("deis3", S.deis, {"order": 3}, 3),
 ]
 
 PATHS = {
