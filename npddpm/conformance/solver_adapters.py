@@ -35,7 +35,8 @@ class SolverClaim:
     ``stochastic``: noise is drawn, so the output law is checked instead of agreement and
     order; ``count(N)``: the
     documented number of timesteps; ``final``: ``"zero"`` or ``"sigma_min"``;
-    ``variants``: named alternative references, ``{diagnosis: (kwargs, source)}``.
+    ``variants``: named alternative references, ``{diagnosis: (kwargs, source)}``;
+    ``levels(N)``: the documented σ list before the final level (None: not checked).
     """
 
     reference: str | None
@@ -46,6 +47,7 @@ class SolverClaim:
     final: str = "zero"
     variants: dict[str, tuple[dict[str, Any], str]] = field(default_factory=dict)
     interleaved: bool = False  # Heun in diffusers: σ = [σ0, σ1, σ1, σ2, σ2, …, 0]
+    levels: Callable[[int], Array] | None = None
 
 
 class SolverAdapter:
@@ -275,6 +277,24 @@ class StepFunctionAdapter(SolverAdapter):
         return x / math.sqrt(1 + float(sig[-1]) ** 2), sig
 
 
+def _flow_levels(cfg: Any) -> Callable[[int], Array] | None:
+    """FlowMatchEuler's documented σ list (SD3, Esser et al. 2024, Eq. 23; the scheduler's
+    docstring): the static shift applied once to N times uniform on [1/T, 1],
+    σ = s·t/(1 + (s − 1)·t), t = linspace(1, 1/T, N). None for the options that change it
+    (dynamic shifting needs a μ; Karras/exponential/beta σ; a terminal stretch; inverted σ)."""
+    if any(getattr(cfg, k, False) for k in ("use_dynamic_shifting", "use_karras_sigmas",
+                                             "use_exponential_sigmas", "use_beta_sigmas",
+                                             "shift_terminal", "invert_sigmas")):
+        return None
+    shift, T = float(cfg.shift), int(cfg.num_train_timesteps)
+
+    def levels(n: int) -> Array:
+        t = np.linspace(1.0, 1.0 / T, n)
+        return shift * t / (1.0 + (shift - 1.0) * t)
+
+    return levels
+
+
 def _claim(cls: str, cfg: Any) -> SolverClaim:
     """The claim of a diffusers scheduler, from its class and config (its documentation)."""
     final = getattr(cfg, "final_sigmas_type", "zero") or "zero"
@@ -287,7 +307,7 @@ def _claim(cls: str, cfg: Any) -> SolverClaim:
     if cls == "LMSDiscreteScheduler":
         return SolverClaim("lms", {"order": 4}, order=None)
     if cls == "FlowMatchEulerDiscreteScheduler":
-        return SolverClaim("flow_euler", order=1)
+        return SolverClaim("flow_euler", order=1, levels=_flow_levels(cfg))
     if cls == "DPMSolverMultistepScheduler":
         alg = cfg.algorithm_type
         order = int(cfg.solver_order)

@@ -70,7 +70,7 @@ ORDER_MARGIN = 0.3
 def _contract_rows(adapter: SolverAdapter, n_max: int) -> list[Row]:
     claim = adapter.claim
     bad: dict[str, list[int]] = {k: [] for k in (
-        "set_timesteps", "count", "monotone", "final level", "timestep↔σ", "loop")}
+        "set_timesteps", "count", "monotone", "final level", "timestep↔σ", "levels", "loop")}
     first_error: dict[str, str] = {}
     x = np.array([[0.3, -0.2], [1.0, 0.5]])
     for n in range(1, n_max + 1):
@@ -89,6 +89,15 @@ def _contract_rows(adapter: SolverAdapter, n_max: int) -> list[Row]:
         mismatch = adapter.sigma_mismatch(ts, sig, s)
         if mismatch is not None and mismatch > 1e-3:
             bad["timestep↔σ"].append(n)
+        if claim.levels is not None and sig.size == n + 1:
+            # the σ list (stored in float32) against its documentation: 1e-5 relative is
+            # ~100 float32 ulp, 300x below a shift applied twice (3e-3 at N = 2, s = 3)
+            want = claim.levels(n)
+            dev = float(np.max(np.abs(sig[:-1] - want) / want))
+            if dev > 1e-5:
+                bad["levels"].append(n)
+                first_error.setdefault("levels", f"N={n}: up to {dev:.2g} relative, "
+                                       f"last level {float(sig[-2]):.5g} vs {float(want[-1]):.5g}")
         last = float(sig[min(ts.size, sig.size - 1)])  # where the loop ends
         if not math.isclose(last, want_last, rel_tol=1e-5, abs_tol=1e-7):
             bad["final level"].append(n)
@@ -106,9 +115,12 @@ def _contract_rows(adapter: SolverAdapter, n_max: int) -> list[Row]:
         "monotone": "distinct timesteps not N strictly decreasing",
         "final level": f"the loop does not end at the configured final level ({claim.final})",
         "timestep↔σ": "the model is given a timestep whose σ is not the σ the step uses",
+        "levels": "the σ list is not the documented one",
         "loop": "the loop with the exact model raises or ends non-finite",
     }
     for key, ns in bad.items():
+        if key == "levels" and claim.levels is None:
+            continue  # no documented σ list to check against
         if ns:
             shown = ", ".join(map(str, ns[:8])) + (" …" if len(ns) > 8 else "")
             repro = f"s = {adapter.name.removeprefix('diffusers ')}; s.set_timesteps({ns[0]})"

@@ -28,7 +28,7 @@ def _check(cls, cfg=None, claim=None, **kw):
         ("DPMSolverMultistepScheduler", {}),
         ("UniPCMultistepScheduler", {}),
         ("LMSDiscreteScheduler", {}),
-        ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}),
+        ("FlowMatchEulerDiscreteScheduler", {}),
     ],
 )
 def test_conforming_schedulers_conform(cls, cfg):
@@ -397,3 +397,32 @@ def test_deis_karras_repeats_its_final_level():
     assert "contract: final level" in {row.quantity for row in r.failures}, r.table()
     agree = [row for row in r.rows if row.quantity.startswith("agreement")]
     assert agree and all(row.verdict == "skipped" for row in agree), r.table()
+
+
+# ------------------------------------------------------- FlowMatchEuler: the shift, once
+
+
+class ShiftOnce(diffusers.FlowMatchEulerDiscreteScheduler):
+    """The fix of huggingface/diffusers#13243: t = linspace(1, 1/T, N), the shift applied once
+    (diffusers shifts σ given to set_timesteps, so the unshifted t is passed)."""
+
+    def set_timesteps(self, num_inference_steps=None, *a, **k):
+        import numpy as np
+
+        t = np.linspace(1.0, 1.0 / self.config.num_train_timesteps, num_inference_steps)
+        super().set_timesteps(sigmas=t.astype(np.float32).tolist())
+
+
+def test_flow_match_shift_is_applied_twice():
+    # docs/FINDINGS.md §14: the shipped scheduler's σ list, shift=3, against the documented
+    # one; its last level is 0.00893 = shift(shift(1/T)) instead of 0.00299 (2 relative, the
+    # tolerance is 1e-5). The same class with the shift applied once conforms.
+    r = _check("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}, n_max=20)
+    row = next(x for x in r.rows if x.quantity == "contract: levels")
+    assert row.verdict == "FAIL" and row.t_range.startswith("N=2,"), r.table()
+    assert "0.0089286 vs 0.002994" in row.diagnosis, r.table()
+    fixed = _check(ShiftOnce, {"shift": 3.0}, n_max=20)
+    assert fixed.conforms, fixed.table()
+    # shift = 1 (the default) has nothing to apply twice
+    plain = _check("FlowMatchEulerDiscreteScheduler", {}, n_max=20)
+    assert next(x for x in plain.rows if x.quantity == "contract: levels").verdict == "ok"
