@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from .common import add_dask_options, dask_client, fail, positive_int, seed_int, usage_error
 
@@ -269,6 +270,8 @@ def _solver_configs() -> list[tuple[str, dict]]:
         ("DEISMultistepScheduler", {"solver_order": 3}),
         ("FlowMatchEulerDiscreteScheduler", {}),
         ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}),
+        ("FlowMatchEulerDiscreteScheduler", {"use_dynamic_shifting": True,
+                                             "set_timesteps": {"mu": math.log(3.0)}}),
     ]
 
 

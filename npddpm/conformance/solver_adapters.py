@@ -67,9 +67,10 @@ class SolverAdapter:
         raise NotImplementedError
 
     def levels(self, n: int) -> tuple[Array, Array, Any]:
-        """(timesteps, sigmas, scheduler) after ``set_timesteps(n)``."""
+        """(timesteps, sigmas, scheduler) after ``set_timesteps(n)`` (with the adapter's
+        ``set_timesteps`` dict of extra arguments, e.g. ``mu``, where it has one)."""
         s = self.make()
-        s.set_timesteps(n)
+        s.set_timesteps(n, **(getattr(self, "set_timesteps", None) or {}))
         return (np.asarray(s.timesteps, dtype=np.float64), np.asarray(s.sigmas, np.float64), s)
 
     def run(self, n: int, mixture: GaussianMixture, x_T: Array,
@@ -145,8 +146,11 @@ class DiffusersSolverAdapter(SolverAdapter):
     (T = 1000 unless given). A subclass is claimed to be what its diffusers base class is."""
 
     def __init__(self, cls: str | type, config: dict[str, Any] | None = None, *,
-                 name: str | None = None, claim: SolverClaim | None = None) -> None:
+                 name: str | None = None, claim: SolverClaim | None = None,
+                 set_timesteps: dict[str, Any] | None = None) -> None:
         import diffusers
+
+        self.set_timesteps = dict(set_timesteps or {})
 
         if isinstance(cls, str):
             self.cls = getattr(diffusers, cls)
@@ -161,10 +165,11 @@ class DiffusersSolverAdapter(SolverAdapter):
             self.config.setdefault("num_train_timesteps", 1000)
         made = self.make()  # diffusers refuses bad configurations here
         shown = ", ".join(f"{k}={v!r}" for k, v in (config or {}).items())
-        self.name = name or f"diffusers {self.cls.__name__}({shown})"
+        self.name = name or f"diffusers {self.cls.__name__}({shown})" + "".join(
+            f", set_timesteps({k}={v!r})" for k, v in self.set_timesteps.items())
         self.flow = cls_name.startswith("FlowMatch")
         self.prediction = "flow" if self.flow else self.config.get("prediction_type", "epsilon")
-        self.claim = claim or _claim(cls_name, made.config)
+        self.claim = claim or _claim(cls_name, made.config, self.set_timesteps)
 
     def make(self) -> Any:
         """A fresh ``cls(**config)``."""
@@ -277,25 +282,34 @@ class StepFunctionAdapter(SolverAdapter):
         return x / math.sqrt(1 + float(sig[-1]) ** 2), sig
 
 
-def _flow_levels(cfg: Any) -> Callable[[int], Array] | None:
+def _flow_levels(cfg: Any, mu: float | None) -> Callable[[int], Array] | None:
     """FlowMatchEuler's documented σ list (SD3, Esser et al. 2024, Eq. 23; the scheduler's
-    docstring): the static shift applied once to N times uniform on [1/T, 1],
-    σ = s·t/(1 + (s − 1)·t), t = linspace(1, 1/T, N). None for the options that change it
-    (dynamic shifting needs a μ; Karras/exponential/beta σ; a terminal stretch; inverted σ)."""
-    if any(getattr(cfg, k, False) for k in ("use_dynamic_shifting", "use_karras_sigmas",
-                                             "use_exponential_sigmas", "use_beta_sigmas",
-                                             "shift_terminal", "invert_sigmas")):
+    docstring): a shift applied once to N times uniform on [1/T, 1], t = linspace(1, 1/T, N):
+    static, σ = s·t/(1 + (s − 1)·t); dynamic (``use_dynamic_shifting`` with ``mu``), σ =
+    e^μ/(e^μ + (1/t − 1)) (``time_shift_type="exponential"``) or μ/(μ + (1/t − 1))
+    (``"linear"``). None for the options that change it otherwise (Karras/exponential/beta σ,
+    a terminal stretch, inverted σ) and for dynamic shifting without a μ."""
+    if any(getattr(cfg, k, False) for k in ("use_karras_sigmas", "use_exponential_sigmas",
+                                             "use_beta_sigmas", "shift_terminal",
+                                             "invert_sigmas")):
+        return None
+    dynamic = bool(getattr(cfg, "use_dynamic_shifting", False))
+    if dynamic and mu is None:
         return None
     shift, T = float(cfg.shift), int(cfg.num_train_timesteps)
+    kind = getattr(cfg, "time_shift_type", "exponential")
 
     def levels(n: int) -> Array:
         t = np.linspace(1.0, 1.0 / T, n)
-        return shift * t / (1.0 + (shift - 1.0) * t)
+        if not dynamic:
+            return shift * t / (1.0 + (shift - 1.0) * t)
+        m = math.exp(float(mu)) if kind == "exponential" else float(mu)  # type: ignore[arg-type]
+        return m / (m + (1.0 / t - 1.0))
 
     return levels
 
 
-def _claim(cls: str, cfg: Any) -> SolverClaim:
+def _claim(cls: str, cfg: Any, set_timesteps: dict[str, Any] | None = None) -> SolverClaim:
     """The claim of a diffusers scheduler, from its class and config (its documentation)."""
     final = getattr(cfg, "final_sigmas_type", "zero") or "zero"
     if cls == "EulerDiscreteScheduler":
@@ -307,7 +321,8 @@ def _claim(cls: str, cfg: Any) -> SolverClaim:
     if cls == "LMSDiscreteScheduler":
         return SolverClaim("lms", {"order": 4}, order=None)
     if cls == "FlowMatchEulerDiscreteScheduler":
-        return SolverClaim("flow_euler", order=1, levels=_flow_levels(cfg))
+        return SolverClaim("flow_euler", order=1,
+                           levels=_flow_levels(cfg, (set_timesteps or {}).get("mu")))
     if cls == "DPMSolverMultistepScheduler":
         alg = cfg.algorithm_type
         order = int(cfg.solver_order)

@@ -4,7 +4,8 @@ this process or on a Dask client (one task per configuration).
 A configuration is ``("step", class name, options, inference steps or None)`` for the
 DDPM/DDIM step checks (:func:`npddpm.conformance.check` through a
 :class:`DiffusersAdapter`) or ``("solver", class name, options, None)`` for the ODE/SDE solver
-checks (:func:`npddpm.conformance.check_solver`). Every check uses fixed seeds, so a report is
+checks (:func:`npddpm.conformance.check_solver`; the option ``set_timesteps``, a dict, holds
+extra ``set_timesteps`` arguments such as ``mu``). Every check uses fixed seeds, so a report is
 the same bitwise wherever it is computed.
 """
 
@@ -53,9 +54,11 @@ def check_config(config: Config) -> Report:
     name = config_name(config)
     try:
         if kind == "solver":
+            opts = dict(kw)
+            extra = opts.pop("set_timesteps", None)  # e.g. {"mu": …} for dynamic shifting
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return check_solver(DiffusersSolverAdapter(cls, kw))
+                return check_solver(DiffusersSolverAdapter(cls, opts, set_timesteps=extra))
         sched = getattr(diffusers, cls)(num_train_timesteps=DIFFUSERS_T, **kw)
     except (TypeError, ValueError, NotImplementedError, AttributeError) as exc:
         raise ValueError(f"{name}: diffusers refused the configuration ({exc})") from None

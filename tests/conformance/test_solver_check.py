@@ -2,6 +2,7 @@
 measured, docs/FINDINGS.md §1, §8–11) and seeded faults in each style a validator meets, each
 failing by ≥ 10× its tolerance (or in the contract, which has no tolerance to scale)."""
 
+import math
 import warnings
 
 import pytest
@@ -426,3 +427,35 @@ def test_flow_match_shift_is_applied_twice():
     # shift = 1 (the default) has nothing to apply twice
     plain = _check("FlowMatchEulerDiscreteScheduler", {}, n_max=20)
     assert next(x for x in plain.rows if x.quantity == "contract: levels").verdict == "ok"
+
+
+class DynamicTwice(diffusers.FlowMatchEulerDiscreteScheduler):
+    """Dynamic shifting applied a second time, timesteps kept consistent (σ·T): only the
+    documented-levels check can see it."""
+
+    def set_timesteps(self, *a, **k):
+        super().set_timesteps(*a, **k)
+        mu = k["mu"]
+        sig = self.sigmas[:-1]
+        self.sigmas[:-1] = self.time_shift(mu, 1.0, sig)
+        self.timesteps = self.sigmas[:-1] * self.config.num_train_timesteps
+
+
+@pytest.mark.parametrize(
+    "cfg,mu", [({"use_dynamic_shifting": True}, math.log(3.0)),
+               ({"use_dynamic_shifting": True, "time_shift_type": "linear"}, 3.0)]
+)
+def test_flow_match_dynamic_shift_is_applied_once(cfg, mu):
+    # with use_dynamic_shifting, __init__ does not shift, so set_timesteps shifts once: the
+    # documented list (e^μ/(e^μ + 1/t − 1), or μ/(μ + 1/t − 1)) to 1e-5; μ = log 3 is the
+    # static shift 3 of the test above, which fails
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        good = check_solver(DiffusersSolverAdapter("FlowMatchEulerDiscreteScheduler", cfg,
+                                                   set_timesteps={"mu": mu}), n_max=20)
+        bad = check_solver(DiffusersSolverAdapter(DynamicTwice, cfg, set_timesteps={"mu": mu}),
+                           n_max=20)
+    assert good.conforms, good.table()
+    assert "set_timesteps(mu=" in good.adapter
+    assert "contract: levels" in {r.quantity for r in bad.failures}, bad.table()
+    assert "contract: timestep↔σ" not in {r.quantity for r in bad.failures}, bad.table()
