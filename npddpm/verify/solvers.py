@@ -30,6 +30,7 @@ from ..paths import VPLinear
 from ..samplers import (
     ddim,
     ddpm,
+    deis,
     dpm_solver,
     euler,
     euler_ancestral,
@@ -58,6 +59,10 @@ ORDER_CASES: tuple[tuple[str, Callable[..., Any], dict[str, Any], int], ...] = (
                                    "algorithm": "dpmsolver"}, 3),
     ("unipc(order=2)", unipc, {"order": 2}, 3),
     ("unip(order=2)", unipc, {"order": 2, "corrector": False}, 2),
+    ("deis(order=2)", deis, {"order": 2}, 2),
+    ("deis(order=3)", deis, {"order": 3}, 3),
+    ("dpm_solver++ 2S (diffusers groups)", dpm_solver,
+     {"order": 2, "method": "singlestep", "orders": "diffusers"}, 2),
 )
 
 _MIX = GaussianMixture([0.3, 0.7], [[1.0, -1.0], [-1.0, 0.5]], [[0.2, 0.1], [0.3, 0.05]])

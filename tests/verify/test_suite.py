@@ -28,11 +28,11 @@ def test_full_command_passes_and_prints_a_table():
     assert sum(" exact " in x for x in rows) == 12
     assert any("mixture 16-D" in x for x in rows) and any("mixture 2-D" in x for x in rows)
     # plus the score-based rows: 3 ULA, 1 MALA, 2 PC-vs-ancestral (npddpm/verify/score.py)
-    # and the solver rows: 6 identity, 1 solver moments, 1 flow map, 10 order
+    # and the solver rows: 6 identity, 1 solver moments, 1 flow map, 13 order
     # (npddpm/verify/solvers.py)
-    assert "88 checks, 0 failed" in r.stdout
+    assert "91 checks, 0 failed" in r.stdout
     solver = ("identity ", "order ", "flow map ", "solver moments ")
-    assert sum(x.startswith(solver) for x in lines) == 18
+    assert sum(x.startswith(solver) for x in lines) == 21
     assert sum(x.startswith(("langevin ", "pc-vs-ddpm ")) for x in lines) == 6
     assert sum("learned_range" in x for x in rows) == 6
 
