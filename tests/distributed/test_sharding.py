@@ -77,6 +77,7 @@ SAMPLERS = {
         VP, GM.denoiser(VP), x, steps=8, algorithm="sde-dpmsolver++", **kw
     ),
     "unipc": lambda x, **kw: samplers.unipc(VP, GM.denoiser(VP), x, steps=8, **kw),
+    "deis": lambda x, **kw: samplers.deis(VP, GM.denoiser(VP), x, steps=8, **kw),
     "flow_euler": lambda x, **kw: samplers.flow_euler(
         FLOW, GM.denoiser(FLOW, "flow"), x, steps=8, **kw
     ),
