@@ -2,8 +2,9 @@ r"""Running work on a Dask client: shards of rows (:func:`map_shards`), independ
 (:func:`map_items`), and the samplers' ``client=`` (:func:`sample`).
 
 Results come back in a fixed order (shard order, item order) whatever order the workers
-finish in, and every task is retried (:data:`DEFAULT_RETRIES`) on another worker if its
-worker dies; tasks are pure functions of their inputs, so a retried shard gives the same bits.
+finish in, and a task whose worker dies is rescheduled on another (Dask's
+``allowed-failures``; :data:`DEFAULT_RETRIES` for exceptions); tasks are pure functions of
+their inputs, so a recomputed shard gives the same bits.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from .payload import pack, tune_worker_malloc, unpack
 
 __all__ = ["DEFAULT_RETRIES", "concat", "map_items", "map_shards", "sample", "shards"]
 
-#: Times a task is resubmitted after an exception on a worker (Dask's ``retries=``). A task
-#: whose worker dies is rescheduled by the scheduler itself (``allowed-failures``).
-DEFAULT_RETRIES = 2
+#: Times a task is resubmitted after an exception raised in it (Dask's ``retries=``): none by
+#: default, since the tasks are pure and an exception in one would recur (a bad argument
+#: found after minutes of work would cost that three times). A task whose *worker* dies is
+#: rescheduled by the scheduler itself (``distributed.scheduler.allowed-failures``, 3),
+#: whatever this is — the case tested by killing a worker mid-run.
+DEFAULT_RETRIES = 0
 
 #: Shards per worker by default: enough to balance uneven workers, few enough that the
 #: per-task overhead (milliseconds) stays small beside a shard's work.
