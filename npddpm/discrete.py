@@ -29,13 +29,15 @@ by at most ``tau``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ._checks import as_int
 from .diffusion import GaussianDiffusion
 from .typing import Denoiser
 
-__all__ = ["grid_denoiser", "grid_posterior_mean"]
+__all__ = ["GridDenoiser", "grid_denoiser", "grid_posterior_mean"]
 
 
 def _levels(levels: int, low: float, high: float) -> np.ndarray:
@@ -113,11 +115,22 @@ def grid_denoiser(
     if diffusion.mean_type == "x_prev":
         raise ValueError("grid_denoiser needs mean_type 'eps', 'x0' or 'v', not 'x_prev'")
     _levels(levels, low, high)
-    sched = diffusion.schedule
-    mean_type = diffusion.mean_type
+    return GridDenoiser(diffusion, denoiser, levels, low, high, tau)
 
-    def wrapped(x_t, t):
-        out = np.asarray(denoiser(x_t, t))
+
+class GridDenoiser:
+    """The denoiser :func:`grid_denoiser` returns: a module-level class, so that it pickles by
+    value (its diffusion, the wrapped denoiser and the grid) and can be sent to Dask workers
+    (:mod:`npddpm.distributed`) when the wrapped denoiser can."""
+
+    def __init__(self, diffusion: GaussianDiffusion, denoiser: Denoiser, levels: int,
+                 low: float, high: float, tau: float) -> None:  # fmt: skip
+        self.diffusion, self.denoiser = diffusion, denoiser
+        self.levels, self.low, self.high, self.tau = levels, low, high, tau
+
+    def __call__(self, x_t: Any, t: Any) -> np.ndarray:
+        sched, mean_type = self.diffusion.schedule, self.diffusion.mean_type
+        out = np.asarray(self.denoiser(x_t, t))
         x = np.asarray(x_t, dtype=np.float64)
         c = x.shape[1]
         if out.shape[1] not in (c, 2 * c):
@@ -133,12 +146,11 @@ def grid_denoiser(
         else:  # v
             x0 = sa * x - s1 * m
         x0t = grid_posterior_mean(
-            x, a, np.clip(x0, low, high), levels=levels, low=low, high=high, tau=tau
-        )
+            x, a, np.clip(x0, self.low, self.high), levels=self.levels, low=self.low,
+            high=self.high, tau=self.tau,
+        )  # fmt: skip
         eps = (x - sa * x0t) / s1
         new = {"eps": eps, "x0": x0t, "v": sa * eps - s1 * x0t}[mean_type]
         res = out.copy()
         res[:, :c] = new
         return res
-
-    return wrapped

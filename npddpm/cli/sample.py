@@ -129,13 +129,14 @@ def _sample(args: argparse.Namespace) -> int:
 
         ds = data.get(cfg.dataset)
         shape = (args.n, *ds.shape)
+        if args.dask is not None:
+            den = _shippable(args, d, den, shape)
         if args.grid:
             den = grid(d, den, ds)
         fn = samplers.ddpm if args.sampler == "ddpm" else samplers.ddim
         kw: dict = {"eta": args.eta or 0.0} if args.sampler == "ddim" else {}
         if args.dask is not None:
             kw["shard_size"] = args.shard_size
-            den = _shippable(args, d, den, shape)
         with dask_client(args) as client:
             if client is not None:
                 kw["client"] = client
@@ -168,8 +169,6 @@ def _shippable(args: argparse.Namespace, d, den, shape):
     from ..distributed import CheckpointModel, batch_invariant
     from ..samplers import step_noise
 
-    if args.grid:
-        raise ValueError("--grid cannot be combined with --dask; sample without --dask")
     probe = step_noise(args.seed, 0, (4, *shape[1:]), np.dtype(np.float64))
     t = d.model_timesteps(np.full(4, d.num_timesteps - 1))
     if not batch_invariant(den, probe, t):

@@ -200,3 +200,19 @@ def test_workers_raise_the_mmap_threshold(client):
 
     map_items(client, _square, [1, 2], payload=0)
     assert all(v == [True] for v in client.run(lambda: payload._TUNED).values())
+
+
+def test_grid_denoiser_travels_and_shards_bitwise(client, checkpoint):
+    # sample --grid: the grid-aware wrapper is a module-level class (GridDenoiser), so it pickles
+    # with the CheckpointModel inside it and shards like any denoiser
+    import pickle
+
+    from npddpm.discrete import GridDenoiser, grid_denoiser
+
+    model = CheckpointModel(checkpoint)
+    d = model.diffusion
+    den = grid_denoiser(d, model, levels=17)
+    assert isinstance(den, GridDenoiser) and pickle.loads(pickle.dumps(den)).levels == 17
+    ref = samplers.ddpm(d, den, (90, 2), seed=6)
+    got = samplers.ddpm(d, den, (90, 2), seed=6, client=client, shard_size=25)
+    np.testing.assert_array_equal(got, ref)
