@@ -2,9 +2,10 @@
 
 OpenBLAS picks its GEMM kernel by problem size — one row goes to a different kernel, and so
 does a thin product below about 2²⁰ multiply-adds — and the kernels sum in different orders,
-so row ``i`` of ``a @ b`` can change in its last bits with the number of rows of ``a``. Every
-product here has exactly :data:`TILE` rows (the last tile zero-padded), with which a row's
-result depends on that row alone (checked in ``tests/test_rowwise.py``). Sharded runs
+so row ``i`` of ``a @ b`` can change in its last bits with the number of rows of ``a``.
+:func:`matmul` makes every product exactly :data:`TILE` rows (the last tile zero-padded), with
+which a row's result depends on that row alone; :func:`matmul_by_row` makes every product one
+row, for a handful of rows (checked in ``tests/distributed/test_sharding.py``). Sharded runs
 (:mod:`npddpm.distributed`) rely on it to reproduce a single-process run bit for bit.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["TILE", "matmul", "padded"]
+__all__ = ["TILE", "matmul", "matmul_by_row", "padded"]
 
 #: Rows of every product.
 TILE = 256
@@ -38,3 +39,12 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         else:
             out[r0:r1] = (padded(a[r0:r1]) @ b)[: r1 - r0]
     return out
+
+
+def matmul_by_row(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` one row at a time: each row of the result bitwise the same whatever the other
+    rows are. For a few rows (the MLP's one row per distinct timestep), where a padded tile
+    would cost more — and start BLAS's threads, which then spin beside the model's own."""
+    if a.shape[0] == 1:
+        return a @ b
+    return np.concatenate([a[i : i + 1] @ b for i in range(a.shape[0])])

@@ -130,7 +130,6 @@ def _conform(args: argparse.Namespace) -> int:
     if args.vectors and (args.dask or args.shard_size):
         usage_error("--dask applies to the diffusers checks, not to --vectors")
     if args.vectors:
-        import math
         import tempfile
         import zipfile
         import zlib
@@ -194,18 +193,19 @@ def _conform(args: argparse.Namespace) -> int:
 
     if args.option and not args.scheduler:
         usage_error("--option needs --scheduler (DDPMScheduler, DDIMScheduler or a solver)")
-    configs: list = []
+    solvers: list = [("solver", c, kw, None) for c, kw in _solver_configs()]
+    configs: list
     if args.solvers or args.scheduler in SOLVER_SCHEDULERS:
-        solvers = [(args.scheduler, _options(args.option))] if args.scheduler else None
+        configs = solvers
+        if args.scheduler:
+            configs = [("solver", args.scheduler, _options(args.option), None)]
     elif args.scheduler:
         # a DDPM scheduler runs its whole chain unless --steps is given; DDIM needs steps
         steps = args.steps or (50 if args.scheduler == "DDIMScheduler" else None)
-        configs, solvers = [("step", args.scheduler, _options(args.option), steps)], []
+        configs = [("step", args.scheduler, _options(args.option), steps)]
     else:  # the whole set: the step checks, then the solver schedulers
         configs = [("step", c, kw, st) for c, kw, st in _default_configs(args.steps or 50)]
-        solvers = None
-    solvers = _solver_configs() if solvers is None else solvers
-    configs += [("solver", c, kw, None) for c, kw in solvers]
+        configs += solvers
     try:
         with dask_client(args) as client:
             reports = sweep(configs, client=client, progress=False if args.quiet else None)

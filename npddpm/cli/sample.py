@@ -129,14 +129,13 @@ def _sample(args: argparse.Namespace) -> int:
 
         ds = data.get(cfg.dataset)
         shape = (args.n, *ds.shape)
-        if args.dask is not None:
-            den = _shippable(args, d, den, shape)
-        if args.grid:
-            den = grid(d, den, ds)
         fn = samplers.ddpm if args.sampler == "ddpm" else samplers.ddim
         kw: dict = {"eta": args.eta or 0.0} if args.sampler == "ddim" else {}
         if args.dask is not None:
+            den = _shippable(args, d, den, shape)
             kw["shard_size"] = args.shard_size
+        if args.grid:
+            den = grid(d, den, ds)
         with dask_client(args) as client:
             if client is not None:
                 kw["client"] = client

@@ -142,6 +142,12 @@ def _levels(claim: SolverClaim, sig: Array) -> tuple[Array, str]:
     return levels, final
 
 
+def _repeated_level(claim: SolverClaim, sig: Array) -> bool:
+    """Whether the distinct levels of ``sig`` repeat one (npddpm's solvers refuse a list that
+    is not strictly decreasing, e.g. DEIS with Karras σ appending σ_min twice)."""
+    return bool(np.any(np.diff(_levels(claim, sig)[0]) >= 0))
+
+
 def _reference(adapter: SolverAdapter, name: str | None, kwargs: dict[str, Any], sig: Array,
                x_T: Array, trajectory: bool = False) -> Any:
     """npddpm's solver ``name`` with ``kwargs`` on the scheduler's own levels (with
@@ -214,7 +220,7 @@ def _yardstick_name(adapter: SolverAdapter) -> str:
 
 def _yardstick(adapter: SolverAdapter, sig: Array, x_T: Array) -> Array | None:
     ref = _yardstick_kwargs(adapter)
-    if ref is None or np.any(np.diff(_levels(adapter.claim, sig)[0]) >= 0):
+    if ref is None or _repeated_level(adapter.claim, sig):
         return None  # no claim, or a repeated level that npddpm's solvers refuse
     name, kw = ref
     return _reference(adapter, name, kw, sig, x_T)
@@ -326,7 +332,7 @@ def _agreement_rows(adapter: SolverAdapter, claim: SolverClaim, agree_steps: Seq
             _, sig, _ = adapter.levels(N)
             x_T = _start(adapter, float(sig[0]), n, seed)
             got, sig = adapter.run(N, GAUSS, x_T)
-            if np.any(np.diff(_levels(claim, sig)[0]) >= 0):  # npddpm's solvers refuse them
+            if _repeated_level(claim, sig):
                 rows.append(Row(label, f"N={N}", math.nan, math.nan, math.nan, "skipped",
                                 "a repeated σ level (see the contract rows): no reference "
                                 "on these levels"))

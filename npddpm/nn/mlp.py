@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .._checks import as_int
-from .._rowwise import TILE, padded
+from .._rowwise import TILE, matmul_by_row, padded
 from ._parallel import ChunkRunner, available_cpus
 from ._validate import check_dtype, check_input, check_timesteps
 from .layers import timestep_embedding_forward
@@ -33,15 +33,6 @@ MIN_CHUNK = 512
 INFER_TILE = TILE  # rows per tile of the inference pass (a tile's activations stay in L2)
 
 __all__ = ["MLP"]
-
-
-def _rowwise_matmul(a: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``a @ w`` one row at a time, so that each row of the result is bitwise the same
-    whatever the other rows are (see :meth:`MLP.predict`; ``a`` has one row per distinct
-    timestep of the batch, so usually one)."""
-    if a.shape[0] == 1:
-        return a @ w
-    return np.concatenate([a[i : i + 1] @ w for i in range(a.shape[0])])
 
 
 def _np_bias_silu(h: np.ndarray, b: np.ndarray, a: np.ndarray) -> None:
@@ -473,7 +464,7 @@ class MLP:
             tu, inv = np.unique(t, return_inverse=True)
             inv = inv.astype(np.int64, copy=False)
         p = self.params
-        c = _rowwise_matmul(self._embedding(tu), p["in.w"][self.dim :])
+        c = matmul_by_row(self._embedding(tu), p["in.w"][self.dim :])
         c += p["in.b"]
         x = np.ascontiguousarray(x)
         self._kernels()  # compile (once) here, not in the worker threads

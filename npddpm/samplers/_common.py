@@ -205,17 +205,17 @@ def run_loop(
     in_kernel = in_kernel and row_offset == 0
     try:
         return _run_steps(
-            diffusion, denoiser, x, (seed, row_offset), noise, step_fn, callback, traj,
-            in_kernel, out_traj, pbar,
+            diffusion, denoiser, x, seed, noise, step_fn, callback, traj, in_kernel, out_traj,
+            pbar, row_offset,
         )
     finally:
         pbar.close()
 
 
 def _run_steps(
-    diffusion, denoiser, x, key, noise, step_fn, callback, traj, in_kernel, out_traj, pbar
+    diffusion, denoiser, x, seed, noise, step_fn, callback, traj, in_kernel, out_traj, pbar,
+    row_offset,
 ):
-    seed, row_offset = key
     T = diffusion.num_timesteps
     for i, t in enumerate(range(T - 1, -1, -1), start=1):
         tb = np.full(x.shape[0], t, dtype=np.int64)
