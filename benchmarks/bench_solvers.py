@@ -2,9 +2,12 @@
 
 npddpm's solver (``npddpm.samplers``, float64 state, the float32 MLP's inference pass
 ``MLP.__call__``) against the same MLP rebuilt in PyTorch (float32) stepped by the matching
-diffusers scheduler. Both sides make the same number of model calls (Heun: 2N − 1; the
-singlestep DPM-Solver: npddpm's 2S with N/2 steps beside diffusers' singlestep order 2 with
-N). Each side runs in its own subprocess (never two BLAS thread pools in one process), the
+diffusers scheduler set to N = ``--steps`` steps. Both sides make the same number of model
+calls, counted in each worker and checked here: N, Heun 2N − 1. npddpm's ``steps`` counts
+the levels before its appended σ = 0 step (``final="zero"``), so N model calls are
+``steps=N − 1``; the singlestep DPM-Solver is npddpm's 2S with N/2 two-stage steps ending at
+``t_min`` (``final="min"``: 2 · N/2 calls) beside diffusers' singlestep order 2 with N.
+Each side runs in its own subprocess (never two BLAS thread pools in one process), the
 sides alternate for ``--rounds`` rounds, and the ratio of the medians is printed per solver.
 
     flock /tmp/npddpm-bench.lock python benchmarks/bench_solvers.py [--out FILE]
@@ -36,7 +39,7 @@ PAIRS: dict[str, tuple[tuple[str, dict], tuple[str, dict]]] = {
     "lms": (("lms", {}), ("LMSDiscreteScheduler", {})),
     "dpm++2M": (("dpm_solver", {"order": 2}), ("DPMSolverMultistepScheduler", {})),
     "dpm++2S": (
-        ("dpm_solver", {"order": 2, "method": "singlestep", "_half_steps": True}),
+        ("dpm_solver", {"order": 2, "method": "singlestep", "final": "min"}),
         ("DPMSolverSinglestepScheduler", {"solver_order": 2}),
     ),
     "unipc": (("unipc", {}), ("UniPCMultistepScheduler", {})),
@@ -51,8 +54,8 @@ def worker_npddpm(cfg: dict) -> dict:
     from npddpm.nn import MLP
 
     name, kw = PAIRS[cfg["solver"]][0]
-    kw = dict(kw)
-    steps = cfg["steps"] // 2 if kw.pop("_half_steps", False) else cfg["steps"]
+    # N model calls: N/2 two-stage steps to t_min, or N − 1 levels and the step to σ = 0
+    steps = cfg["steps"] // 2 if kw.get("final") == "min" else cfg["steps"] - 1
     model = MLP(2, hidden=cfg["width"], num_blocks=cfg["blocks"], seed=0)
     # the MLP embeds integer timesteps: round the path time (for flow, σ·1000 as diffusers)
     scale = 1000.0 if name == "flow_euler" else 1.0
@@ -61,14 +64,18 @@ def worker_npddpm(cfg: dict) -> dict:
         else paths.DiscreteVP(Schedule.from_name("linear", 1000))
     )
 
+    calls = [0]
+
     def den(x, t):
+        calls[0] += 1
         return model(x, np.rint(scale * np.asarray(t)).astype(np.int64))
     solver = getattr(samplers, name)
     x = np.random.default_rng(0).standard_normal((cfg["n"], 2))
     solver(path, den, x[:64], steps=steps, **kw)  # warm-up
+    calls[0] = 0
     t0 = time.perf_counter()
     solver(path, den, x, steps=steps, **kw)
-    return {"seconds": time.perf_counter() - t0}
+    return {"seconds": time.perf_counter() - t0, "calls": calls[0]}
 
 
 def worker_torch(cfg: dict) -> dict:
@@ -101,13 +108,13 @@ def worker_torch(cfg: dict) -> dict:
             out = net(scale_in(x, t), tt)
             step_kw = {"generator": g} if "Ancestral" in cls_name else {}
             x = sched.step(out, t, x, **step_kw).prev_sample
-        return x
+        return len(sched.timesteps)
 
     with torch.no_grad():
         loop(x0[:64])  # warm-up
         t0 = time.perf_counter()
-        loop(x0)
-    return {"seconds": time.perf_counter() - t0}
+        calls = loop(x0)
+    return {"seconds": time.perf_counter() - t0, "calls": calls}
 
 
 def main() -> None:
@@ -131,21 +138,29 @@ def main() -> None:
     report = {}
     print(f"{args.steps}-step sampling, n={args.n} 2-D points, MLP width {args.width}, "
           f"{args.threads} threads, median of {args.rounds} alternating rounds")
-    print(f"  {'solver':<16} {'npddpm s':>9} {'torch s':>9} {'speed-up':>9}")
+    print(f"  {'solver':<16} {'calls':>6} {'npddpm s':>9} {'torch s':>9} {'speed-up':>9}")
     for solver in args.solvers.split(","):
         cfg = {**base, "solver": solver}
         times: dict[str, list[float]] = {"npddpm": [], "torch": []}
+        calls: dict[str, set[int]] = {"npddpm": set(), "torch": set()}
         for _ in range(args.rounds):
             for kind in ("npddpm", "torch"):
                 try:
-                    times[kind].append(run_worker(__file__, kind, cfg)["seconds"])
+                    res = run_worker(__file__, kind, cfg)
                 except subprocess.CalledProcessError as exc:
                     print(f"  {solver}: {kind} worker failed: {exc.stderr.strip()[-300:]}")
                     times[kind].append(float("nan"))
+                    continue
+                times[kind].append(res["seconds"])
+                calls[kind].add(res["calls"])
+        if len(calls["npddpm"] | calls["torch"]) > 1:
+            sys.exit(f"{solver}: unequal model calls {calls} — the comparison would be unfair")
         med = {k: statistics.median(v) for k, v in times.items()}
         ratio = med["torch"] / med["npddpm"]
-        report[solver] = {"times": times, "median": med, "speedup": ratio}
-        print(f"  {solver:<16} {med['npddpm']:>9.3f} {med['torch']:>9.3f} {ratio:>8.2f}x")
+        nfe = min(calls["npddpm"] | calls["torch"], default=0)
+        report[solver] = {"times": times, "median": med, "speedup": ratio, "calls": nfe}
+        print(f"  {solver:<16} {nfe:>6} {med['npddpm']:>9.3f} {med['torch']:>9.3f} "
+              f"{ratio:>8.2f}x")
     if args.out:
         tmp = Path(args.out).with_suffix(".tmp")
         tmp.write_text(json.dumps({"config": base, "solvers": report}, indent=1))
