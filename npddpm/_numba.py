@@ -48,6 +48,8 @@ Numba's warning. :func:`source_hash` and :func:`cache_dir` report what is in use
 
 ``fastmath`` is off everywhere: with it off the CPU kernels are bitwise equal to the NumPy
 reference (tested in ``tests/kernels``); with it on LLVM contracts multiply-adds (1-ulp changes).
+A kernel that wants a fused multiply-add asks for one by name, :func:`fma` (one rounding, the
+same result on every machine), never by letting LLVM contract.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ __all__ = [
     "cpu_jit",
     "cuda_jit",
     "cuda_launch_shape",
+    "fma",
     "source_hash",
 ]
 
@@ -302,6 +305,39 @@ def _cache_class() -> type:
             return (sig, codegen.magic_tuple(), _function_key(self._py_func), sys.version)
 
     return _Cache
+
+
+@functools.cache
+def fma() -> Any:
+    """The fused multiply-add ``fma(a, b, c) = a·b + c`` rounded once, for CPU kernels.
+
+    A Numba intrinsic emitting LLVM's ``llvm.fma``, whose result is the exactly rounded
+    a·b + c on every machine (IEEE 754 fusedMultiplyAdd): a ``vfmadd`` where the CPU has FMA
+    (vectorised with the loop around it), a correctly rounded library call where it has not.
+    So a kernel using it gives the same bits everywhere, unlike ``fastmath`` contraction,
+    which fuses whatever and wherever LLVM chooses. Operands: three floats of one type.
+
+    Examples
+    --------
+    >>> f = fma()
+    >>> kernel = cpu_jit()(lambda a, b, c: f(a, b, c))
+    >>> kernel(1.0 + 2.0**-30, 1.0 - 2.0**-30, -1.0)  # a·b − 1 = −2⁻⁶⁰, lost without fusing
+    -8.673617379884035e-19
+    """
+    from numba.core import types as nt
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def fma(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
+        if not (isinstance(a, nt.Float) and a == b == c):
+            return None
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            return builder.fma(*args)
+
+        return a(a, b, c), codegen
+
+    return fma
 
 
 def cuda_jit(*, device: bool = False) -> Callable[[Callable[..., Any]], Any]:

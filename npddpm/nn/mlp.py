@@ -215,6 +215,22 @@ class MLP:
             return k.bias_silu, k.residual_silu, k.silu_grad, k.embed_silu
         return _np_bias_silu, _np_residual_silu, _np_silu_grad, _np_embed_silu
 
+    def _jit_predict_ok(self) -> bool:
+        """The compiled inference chunk applies: fused float32 kernels and C-contiguous
+        parameters (the fixed-order product reads rows by pointer and stride)."""
+        return self.fused and all(v.flags.c_contiguous for v in self.params.values())
+
+    def _infer_matmul(self):
+        """``mm(a, w, out)``: out = a @ w for the inference pass. float32 models use the
+        fixed-order product of :mod:`npddpm.nn._gemm` (row i a function of a[i] alone on
+        every machine; OpenBLAS's float32 kernels are not); float64 models use BLAS."""
+        if self.dtype != np.float32:
+            return lambda a, w, out: np.matmul(a, w, out=out)
+        from ._gemm import kernels
+
+        matmul = kernels().matmul
+        return lambda a, w, out: matmul(a, np.ascontiguousarray(w), out)
+
     def _jit(self):
         """The compiled chunk passes (:mod:`npddpm.nn._mlp_kernels`) when this model can use
         them: fused float32 kernels, NumPy's CBLAS found, and C-contiguous parameters (they
@@ -439,12 +455,17 @@ class MLP:
         alone, bitwise, whatever the batch size and the row's position in it —
         ``predict(x, t)[a:b] == predict(x[a:b], t[a:b])``. BLAS is not: OpenBLAS picks its
         GEMM kernel by size (one row, a thin output layer under about 2²⁰ multiply-adds) and
-        the kernels sum in different orders (up to 1e-7 apart in float32). So every matrix
-        product of the layers has exactly ``INFER_TILE`` rows — the last tile is zero-padded —
-        the thread chunks start on tile boundaries, and the timestep part is one product per
-        distinct timestep. This is what lets a sharded run
+        its float32 kernels on some CPUs sum a row in an order set by the row's position in
+        its block (AMD Zen 3: two results by position modulo 12). So a float32 model's
+        products are :mod:`npddpm.nn._gemm`'s, every element one fixed chain of fused
+        multiply-adds; a float64 model's are BLAS products of exactly ``INFER_TILE`` rows (the
+        last tile zero-padded, the thread chunks starting on tile boundaries; what OpenBLAS's
+        float64 kernels need, tested on the machines this project runs on). The timestep
+        part is one product per distinct timestep. This is what lets a sharded run
         (:mod:`npddpm.distributed`) reproduce a single-process one bit for bit; it costs at
-        most one padded tile per call (about 1 ms for a one-row call at width 256).
+        most one padded tile per call (about 1 ms for a one-row call at width 256). A float32
+        model with C-contiguous parameters runs each thread's chunk as one compiled call
+        (:func:`npddpm.nn._mlp_kernels.predict_kernel`, bitwise the same as the tile loop).
 
         Parameters
         ----------
@@ -468,6 +489,12 @@ class MLP:
         c += p["in.b"]
         x = np.ascontiguousarray(x)
         self._kernels()  # compile (once) here, not in the worker threads
+        # one compiled call per chunk where the model allows it (as the training step)
+        jit = self._jit_predict_ok()
+        if jit:
+            from ._mlp_kernels import predict_kernel
+
+            predict_kernel()
         # the thread chunks start on tile boundaries, so that a row's tile is fixed by its index
         bounds = sorted({min(n, -(-b // INFER_TILE) * INFER_TILE) for b in self._chunks(n)})
         while len(self._infer_ws) < len(bounds) - 1:
@@ -476,14 +503,33 @@ class MLP:
             )
         out = np.empty((n, self.out_dim), dtype=self.dtype)
         jobs = [
-            (self._infer_ws[i], x[r0:r1], inv[r0:r1], c, out[r0:r1])
+            (self._infer_ws[i], x[r0:r1], inv[r0:r1], c, out[r0:r1], jit)
             for i, (r0, r1) in enumerate(itertools.pairwise(bounds))
         ]
         self._run(self._predict_chunk, jobs)
         return out
 
-    def _predict_chunk(self, bufs: list[np.ndarray], x, inv, c, out) -> None:
+    def _predict_chunk(self, bufs: list[np.ndarray], x, inv, c, out, jit: bool) -> None:
+        if jit:
+            from ._mlp_kernels import predict_kernel
+
+            p, nb = self.params, self.num_blocks
+            w1, b1, w2, b2 = (
+                self._tup([p[f"block{k}.{n}"] for k in range(nb)], 2 if n[0] == "w" else 1)
+                for n in ("w1", "b1", "w2", "b2")
+            )
+            xpad = np.empty((INFER_TILE, x.shape[1]), dtype=x.dtype)
+            ipad = np.empty(INFER_TILE, dtype=inv.dtype)
+            opad = np.empty((INFER_TILE, out.shape[1]), dtype=out.dtype)
+            h, r, a, u, au = bufs
+            predict_kernel()(
+                x, inv, c, p["in.w"][: self.dim], w1, b1, w2, b2, p["out.w"], h, r, a, u, au,
+                xpad, ipad, opad, out, nb, INFER_TILE,
+            )
+            out += p["out.b"]
+            return
         bias_silu, residual_silu, _, embed_silu = self._kernels()
+        mm = self._infer_matmul()
         p = self.params
         wx = p["in.w"][: self.dim]
         for r0 in range(0, x.shape[0], INFER_TILE):
@@ -495,12 +541,12 @@ class MLP:
                 ot = np.empty((INFER_TILE, out.shape[1]), dtype=out.dtype)
             embed_silu(xt, wx, c, it, h, a)
             for k in range(self.num_blocks):
-                np.matmul(a, p[f"block{k}.w1"], out=u)
+                mm(a, p[f"block{k}.w1"], u)
                 bias_silu(u, p[f"block{k}.b1"], au)
-                np.matmul(au, p[f"block{k}.w2"], out=r)
+                mm(au, p[f"block{k}.w2"], r)
                 residual_silu(r, h, p[f"block{k}.b2"], a)  # r becomes the residual stream
                 h, r = r, h
-            np.matmul(a, p["out.w"], out=ot)
+            mm(a, p["out.w"], ot)
             if ot.shape[0] != r1 - r0:
                 out[r0:r1] = ot[: r1 - r0]
         out += p["out.b"]
