@@ -28,8 +28,8 @@ from .._numba import cpu_jit
 
 __all__ = ["ROWS", "VECS", "kernels"]
 
-ROWS = 5  # rows per register block (5 × 2 vectors = 10 accumulators of the 16 AVX2 registers)
-VECS = 2  # vectors of 8 float32 columns per register block
+ROWS: int = 5  # rows per register block (5 × 2 vectors = 10 accumulators of the 16 AVX2 registers)
+VECS: int = 2  # vectors of 8 float32 columns per register block
 _LANES = 8
 
 
@@ -112,6 +112,45 @@ def _micro(rows: int, vecs: int) -> Any:
     return micro
 
 
+def _dispatch(vecs: int, rows: int) -> Any:
+    """``block(r, v, pa, lda, pw, ldw, pc, ldc, k)``: the micro-kernel of ``r`` rows and ``v``
+    vectors, for 1 ≤ r ≤ ``rows`` and 1 ≤ v ≤ ``vecs``: a chain of comparisons with
+    compile-time constants (each intrinsic has one fixed shape, and Numba cannot index a
+    tuple of them at run time)."""
+    micro = _micro(rows, vecs)
+    fewer_rows = _dispatch(vecs, rows - 1) if rows > 1 else micro_only(micro)
+
+    @cpu_jit(inline=True)
+    def by_rows(r, v, pa, lda, pw, ldw, pc, ldc, k):
+        if r == rows:
+            micro(pa, lda, pw, ldw, pc, ldc, k)
+        else:
+            fewer_rows(r, v, pa, lda, pw, ldw, pc, ldc, k)
+
+    if rows < ROWS or vecs == 1:
+        return by_rows
+    fewer_vecs = _dispatch(vecs - 1, ROWS)
+
+    @cpu_jit(inline=True)
+    def by_vecs(r, v, pa, lda, pw, ldw, pc, ldc, k):
+        if v == vecs:
+            by_rows(r, v, pa, lda, pw, ldw, pc, ldc, k)
+        else:
+            fewer_vecs(r, v, pa, lda, pw, ldw, pc, ldc, k)
+
+    return by_vecs
+
+
+def micro_only(micro: Any) -> Any:
+    """The end of a :func:`_dispatch` chain: ``micro`` whatever ``r`` and ``v`` say."""
+
+    @cpu_jit(inline=True)
+    def only(r, v, pa, lda, pw, ldw, pc, ldc, k):
+        micro(pa, lda, pw, ldw, pc, ldc, k)
+
+    return only
+
+
 @functools.cache
 def kernels() -> SimpleNamespace:
     """Compile (once) and return ``matmul(a, w, c)``: ``c = a @ w`` (float32, rows of each
@@ -119,37 +158,7 @@ def kernels() -> SimpleNamespace:
     docstring."""
     import numpy as np
 
-    if ROWS != 5 or VECS != 2:
-        raise AssertionError("the block dispatch below is written for ROWS = 5, VECS = 2")
-    m = {(r, v): _micro(r, v) for r in range(1, ROWS + 1) for v in (1, 2)}
-    m51, m41, m31, m21, m11 = (m[r, 1] for r in (5, 4, 3, 2, 1))
-    m52, m42, m32, m22, m12 = (m[r, 2] for r in (5, 4, 3, 2, 1))
-
-    @cpu_jit(inline=True)
-    def block(rows, vecs, pa, lda, pw, ldw, pc, ldc, k):
-        # rows in 1..ROWS, vecs in 1..VECS: the intrinsic of that shape
-        if vecs == 2:
-            if rows == 5:
-                m52(pa, lda, pw, ldw, pc, ldc, k)
-            elif rows == 4:
-                m42(pa, lda, pw, ldw, pc, ldc, k)
-            elif rows == 3:
-                m32(pa, lda, pw, ldw, pc, ldc, k)
-            elif rows == 2:
-                m22(pa, lda, pw, ldw, pc, ldc, k)
-            else:
-                m12(pa, lda, pw, ldw, pc, ldc, k)
-        elif rows == 5:
-            m51(pa, lda, pw, ldw, pc, ldc, k)
-        elif rows == 4:
-            m41(pa, lda, pw, ldw, pc, ldc, k)
-        elif rows == 3:
-            m31(pa, lda, pw, ldw, pc, ldc, k)
-        elif rows == 2:
-            m21(pa, lda, pw, ldw, pc, ldc, k)
-        else:
-            m11(pa, lda, pw, ldw, pc, ldc, k)
-
+    block = _dispatch(VECS, ROWS)
     lanes, rmax, vmax = _LANES, ROWS, VECS
 
     @cpu_jit()
