@@ -17,7 +17,9 @@ def test_readme_tour():
     assert result.failed == 0
 
 
-@pytest.mark.parametrize("module", ["npddpm.schedules", "npddpm.testing.strategies"])
+@pytest.mark.parametrize(
+    "module", ["npddpm.schedules", "npddpm.testing.strategies", "npddpm._numba"]
+)
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
