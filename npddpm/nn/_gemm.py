@@ -119,7 +119,7 @@ def _dispatch(vecs: int, rows: int) -> Any:
     compile-time constants (each intrinsic has one fixed shape, and Numba cannot index a
     tuple of them at run time)."""
     micro = _micro(rows, vecs)
-    fewer_rows = _dispatch(vecs, rows - 1) if rows > 1 else micro_only(micro)
+    fewer_rows = _dispatch(vecs, rows - 1) if rows > 1 else _micro_only(micro)
 
     @cpu_jit(inline=True)
     def by_rows(r, v, pa, lda, pw, ldw, pc, ldc, k):
@@ -142,7 +142,7 @@ def _dispatch(vecs: int, rows: int) -> Any:
     return by_vecs
 
 
-def micro_only(micro: Any) -> Any:
+def _micro_only(micro: Any) -> Any:
     """The end of a :func:`_dispatch` chain: ``micro`` whatever ``r`` and ``v`` say."""
 
     @cpu_jit(inline=True)

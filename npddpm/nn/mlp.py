@@ -215,9 +215,10 @@ class MLP:
             return k.bias_silu, k.residual_silu, k.silu_grad, k.embed_silu
         return _np_bias_silu, _np_residual_silu, _np_silu_grad, _np_embed_silu
 
-    def _jit_predict_ok(self) -> bool:
-        """The compiled inference chunk applies: fused float32 kernels and C-contiguous
-        parameters (the fixed-order product reads rows by pointer and stride)."""
+    def _compiled_ok(self) -> bool:
+        """The compiled chunk passes (training and inference) can run this model: fused
+        float32 kernels and C-contiguous parameters (their products read rows by pointer and
+        row stride)."""
         return self.fused and all(v.flags.c_contiguous for v in self.params.values())
 
     def _infer_matmul(self):
@@ -235,14 +236,20 @@ class MLP:
         """The compiled chunk passes (:mod:`npddpm.nn._mlp_kernels`) when this model can use
         them: fused float32 kernels, NumPy's CBLAS found, and C-contiguous parameters (they
         are passed to the BLAS by pointer and row stride). ``None`` otherwise."""
-        if not self.fused:
+        if not self._compiled_ok():
             return None
         from ._mlp_kernels import kernels
 
-        k = kernels()
-        if k is None or not all(v.flags.c_contiguous for v in self.params.values()):
-            return None
-        return k
+        return kernels()
+
+    def _per_block(self, arrays: dict[str, np.ndarray], names: tuple[str, ...]) -> tuple:
+        """For each name ("w1", "b2", …), the blocks' ``block{k}.{name}`` arrays as a
+        :meth:`_tup` (weights 2-D, biases 1-D), for the compiled passes."""
+        return tuple(
+            self._tup([arrays[f"block{k}.{n}"] for k in range(self.num_blocks)],
+                      2 if n[0] == "w" else 1)
+            for n in names
+        )
 
     def _tup(self, arrays: list[np.ndarray], ndim: int) -> tuple[np.ndarray, ...]:
         # Per-block arrays as a tuple for the compiled passes; with no blocks, a never-read
@@ -308,10 +315,7 @@ class MLP:
         jit = self._jit()
         if jit is not None:
             nb = self.num_blocks
-            w1, b1, w2, b2 = (
-                self._tup([p[f"block{k}.{n}"] for k in range(nb)], 2 if n[0] == "w" else 1)
-                for n in ("w1", "b1", "w2", "b2")
-            )
+            w1, b1, w2, b2 = self._per_block(p, ("w1", "b1", "w2", "b2"))
             u, au = self._tup(ws.u, 2), self._tup(ws.au, 2)
             h, a = tuple(ws.h), tuple(ws.a)
             jit.forward(
@@ -387,12 +391,8 @@ class MLP:
         nb = self.num_blocks
         jit = self._jit()
         if jit is not None:
-            names = ("w1", "w2", "b1", "b2")
-            w1, w2 = (self._tup([p[f"block{k}.{n}"] for k in range(nb)], 2) for n in names[:2])
-            gw1, gw2, gb1, gb2 = (
-                self._tup([grads[f"block{k}.{n}"] for k in range(nb)], 2 if n[0] == "w" else 1)
-                for n in names
-            )
+            w1, w2 = self._per_block(p, ("w1", "w2"))
+            gw1, gw2, gb1, gb2 = self._per_block(grads, ("w1", "w2", "b1", "b2"))
             u, au = self._tup(ws.u, 2), self._tup(ws.au, 2)
             need_dx = dx is not None
             jit.backward(
@@ -490,7 +490,7 @@ class MLP:
         x = np.ascontiguousarray(x)
         self._kernels()  # compile (once) here, not in the worker threads
         # one compiled call per chunk where the model allows it (as the training step)
-        jit = self._jit_predict_ok()
+        jit = self._compiled_ok()
         if jit:
             from ._mlp_kernels import predict_kernel
 
@@ -514,10 +514,7 @@ class MLP:
             from ._mlp_kernels import predict_kernel
 
             p, nb = self.params, self.num_blocks
-            w1, b1, w2, b2 = (
-                self._tup([p[f"block{k}.{n}"] for k in range(nb)], 2 if n[0] == "w" else 1)
-                for n in ("w1", "b1", "w2", "b2")
-            )
+            w1, b1, w2, b2 = self._per_block(p, ("w1", "b1", "w2", "b2"))
             xpad = np.empty((INFER_TILE, x.shape[1]), dtype=x.dtype)
             ipad = np.empty(INFER_TILE, dtype=inv.dtype)
             opad = np.empty((INFER_TILE, out.shape[1]), dtype=out.dtype)

@@ -63,9 +63,9 @@ def test_compiled_predict_equals_the_numpy_loop(threads, n):
     # same order as the Python tile loop, so the two are bitwise equal; partial tiles included.
     rng = np.random.default_rng(n)
     m = MLP(2, hidden=48, num_blocks=2, learn_sigma=True, threads=threads, seed=4)
-    assert m._jit_predict_ok()
+    assert m._compiled_ok()
     x = rng.standard_normal((n, 2)).astype(np.float32)
     t = rng.integers(0, 1000, n)
     got = m.predict(x, t)
-    m._jit_predict_ok = lambda: False  # the Python loop on this instance
+    m._compiled_ok = lambda: False  # the Python loop on this instance
     np.testing.assert_array_equal(got, m.predict(x, t))
