@@ -27,7 +27,7 @@ from typing import Any
 
 from .._numba import cpu_jit
 
-__all__ = ["ROWS", "VECS", "kernels"]
+__all__ = ["ROWS", "VECS", "kernels", "packed_size"]
 
 ROWS: int = 5  # rows per register block (5 × 2 vectors = 10 accumulators of the 16 AVX2 registers)
 VECS: int = 2  # vectors of 8 float32 columns per register block
@@ -152,52 +152,87 @@ def _micro_only(micro: Any) -> Any:
     return only
 
 
+def packed_size(k: int, ncol: int) -> int:
+    """Length of the float32 array :func:`kernels`' ``pack`` fills for a (k, ncol) ``w``:
+    ``k`` times ``ncol`` rounded up to a whole vector of 8 columns."""
+    return k * (-(-ncol // _LANES) * _LANES)
+
+
 @functools.cache
 def kernels() -> SimpleNamespace:
-    """Compile (once) and return ``matmul(a, w, c)``: ``c = a @ w`` (float32, rows of each
-    array contiguous, ``c`` not overlapping ``a`` or ``w``), by the chains of the module
-    docstring."""
+    """Compile (once) and return the products, all by the chains of the module docstring
+    (float32, rows of each array contiguous, outputs not overlapping the inputs):
+
+    - ``pack(w, wp)``: ``w`` (K, M) copied into ``wp`` (1-D, :func:`packed_size` long) as
+      column panels of ``VECS`` × 8 columns, each contiguous (K, 16) and so resident in L1
+      across the rows (w's own rows, 1 KB apart at width 256, would share 4 cache sets),
+      the last panel 8 or 16 columns wide, zero-padded past M. Values are copied, not changed.
+    - ``matmul_packed(a, wp, c)``: ``c = a @ w`` for ``a`` (N, K), ``c`` (N, M) and ``wp`` a
+      packed ``w``; column blocks outermost.
+    - ``matmul(a, w, c)``: ``pack`` into a scratch array, then ``matmul_packed``.
+
+    A model packs its weights once per call and runs every tile on the panels: packing per
+    product cost a 256-row tile 10-25 % of its time, a 64-row tile 40 % (one core, figures in
+    ``benchmarks/README.md``).
+    """
     import numpy as np
 
     block = _dispatch(VECS, ROWS)
     lanes, rmax, vmax = _LANES, ROWS, VECS
+    pw_max = vmax * lanes
+
+    @cpu_jit()
+    def pack(w, wp):
+        """wp = the panels of w (see :func:`kernels`)."""
+        k, ncol = w.shape
+        npad = -(-ncol // lanes) * lanes
+        if wp.shape[0] != k * npad:
+            raise ValueError("pack: wp must hold packed_size(k, ncol) float32 values")
+        for j0 in range(0, npad, pw_max):
+            width = min(pw_max, npad - j0)
+            real = min(width, ncol - j0)
+            panel = wp[k * j0 : k * (j0 + width)].reshape((k, width))
+            for kk in range(k):
+                for j in range(real):
+                    panel[kk, j] = w[kk, j0 + j]
+                for j in range(real, width):
+                    panel[kk, j] = 0.0
+
+    @cpu_jit()
+    def matmul_packed(a, wp, c):
+        """c = a @ w; a (N, K), c (N, M) float32 with contiguous rows, wp = pack(w)."""
+        n, k = a.shape
+        ncol = c.shape[1]
+        npad = -(-ncol // lanes) * lanes
+        if wp.shape[0] != k * npad:
+            raise ValueError("matmul_packed: wp must be pack(w) for w of shape (K, M)")
+        lda, ldc = a.strides[0] // 4, c.strides[0] // 4
+        pa, pc, p0 = a.ctypes.data, c.ctypes.data, wp.ctypes.data
+        ct = np.empty((rmax, pw_max), dtype=np.float32)
+        for j0 in range(0, npad, pw_max):
+            width = min(pw_max, npad - j0)
+            vecs = width // lanes
+            pw = p0 + 4 * k * j0
+            real = min(width, ncol - j0)
+            if real == width:
+                for i0 in range(0, n, rmax):
+                    block(min(rmax, n - i0), vecs, pa + 4 * i0 * lda, lda, pw, width,
+                          pc + 4 * (i0 * ldc + j0), ldc, k)
+            else:  # the last columns: the same chains into scratch, the real ones kept
+                for i0 in range(0, n, rmax):
+                    rows = min(rmax, n - i0)
+                    block(rows, vecs, pa + 4 * i0 * lda, lda, pw, width, ct.ctypes.data,
+                          pw_max, k)
+                    for r in range(rows):
+                        for j in range(real):
+                            c[i0 + r, j0 + j] = ct[r, j]
 
     @cpu_jit()
     def matmul(a, w, c):
         """c = a @ w; a (N, K), w (K, M), c (N, M) float32 with contiguous rows."""
-        n, k = a.shape
-        ncol = w.shape[1]
-        lda, ldc = a.strides[0] // 4, c.strides[0] // 4
-        pa, pc = a.ctypes.data, c.ctypes.data
-        full = ncol - ncol % lanes
-        # column blocks outermost, each block of w copied into a contiguous panel that stays
-        # in L1 across the rows (w's own rows, 1 KB apart at width 256, would share 4 cache
-        # sets; values are copied, not changed)
-        panel = np.empty((k, vmax * lanes), dtype=np.float32)
-        j0 = 0
-        while j0 < full:
-            vecs = min(vmax, (full - j0) // lanes)
-            width = vecs * lanes
-            for kk in range(k):
-                for j in range(width):
-                    panel[kk, j] = w[kk, j0 + j]
-            for i0 in range(0, n, rmax):
-                block(min(rmax, n - i0), vecs, pa + 4 * i0 * lda, lda, panel.ctypes.data,
-                      vmax * lanes, pc + 4 * (i0 * ldc + j0), ldc, k)
-            j0 += width
-        if full < ncol:  # the last columns: the same kernel on a zero-padded copy
-            tail = ncol - full
-            wt = np.zeros((k, lanes), dtype=np.float32)
-            for kk in range(k):
-                for j in range(tail):
-                    wt[kk, j] = w[kk, full + j]
-            ct = np.empty((rmax, lanes), dtype=np.float32)
-            for i0 in range(0, n, rmax):
-                rows = min(rmax, n - i0)
-                block(rows, 1, pa + 4 * i0 * lda, lda, wt.ctypes.data, lanes, ct.ctypes.data,
-                      lanes, k)
-                for r in range(rows):
-                    for j in range(tail):
-                        c[i0 + r, full + j] = ct[r, j]
+        k, ncol = w.shape
+        wp = np.empty(k * (-(-ncol // lanes) * lanes), dtype=np.float32)
+        pack(w, wp)
+        matmul_packed(a, wp, c)
 
-    return SimpleNamespace(matmul=matmul)
+    return SimpleNamespace(pack=pack, matmul_packed=matmul_packed, matmul=matmul)

@@ -150,18 +150,19 @@ def predict_kernel() -> Any:
     one compiled call (no GIL held from start to end), the same kernels in the same order as
     the NumPy-orchestrated loop, so bitwise equal to it (tested): per tile of ``tile`` rows
     (the last zero-padded into ``xpad``, ``ipad``, ``opad``) the input layer, the blocks and
-    the output layer, products by :mod:`npddpm.nn._gemm`. Needs no CBLAS."""
+    the output layer, products by :mod:`npddpm.nn._gemm` on weights packed once per call
+    (``wp1``, ``wp2``, ``wp_out``: ``pack`` of each weight). Needs no CBLAS."""
     from ._fused import kernels as fused
     from ._gemm import kernels as gemm
 
     f = fused()
     bias_silu, residual_silu, embed_silu = f.bias_silu, f.residual_silu, f.embed_silu
-    mm = gemm().matmul
+    mm = gemm().matmul_packed
 
     @cpu_jit()
-    def predict(x, inv, c, wx, w1, b1, w2, b2, w_out, h, r, a, u, au, xpad, ipad, opad, out,
+    def predict(x, inv, c, wx, wp1, b1, wp2, b2, wp_out, h, r, a, u, au, xpad, ipad, opad, out,
                 nblocks, tile):  # fmt: skip
-        """``out`` (N, D_out) before the output bias; ``w1`` … ``b2`` tuples over blocks."""
+        """``out`` (N, D_out) before the output bias; ``wp1`` … ``b2`` tuples over blocks."""
         n = x.shape[0]
         for r0 in range(0, n, tile):
             r1 = min(r0 + tile, n)
@@ -176,12 +177,12 @@ def predict_kernel() -> Any:
             embed_silu(xt, wx, c, it, h, a)
             hh, rr = h, r
             for k in range(nblocks):
-                mm(a, w1[k], u)
+                mm(a, wp1[k], u)
                 bias_silu(u, b1[k], au)
-                mm(au, w2[k], rr)
+                mm(au, wp2[k], rr)
                 residual_silu(rr, hh, b2[k], a)
                 hh, rr = rr, hh
-            mm(a, w_out, ot)
+            mm(a, wp_out, ot)
             if m < tile:
                 out[r0:r1] = opad[:m]
 

@@ -30,7 +30,12 @@ from .layers import timestep_embedding_forward
 # 5-30 % faster than two chunks; from 1024 rows two chunks are 5-20 % faster (their SiLU
 # kernels run side by side too).
 MIN_CHUNK = 512
-INFER_TILE = TILE  # rows per tile of the inference pass (a tile's activations stay in L2)
+INFER_TILE = TILE  # rows per tile of the float64 inference pass (a tile's activations stay in L2)
+# Rows per tile of the float32 inference pass. Its products (npddpm.nn._gemm) are
+# position-independent at any tile size, so the size is chosen for speed alone: on one Zen 3
+# core 64-row tiles ran the 10,240-row pass 1-3 % faster than 256-row ones (paired rounds,
+# inside the noise), and a call of a few rows pads 4× fewer rows.
+INFER_TILE_F32 = 64
 
 __all__ = ["MLP"]
 
@@ -446,7 +451,8 @@ class MLP:
                   = x\,W_{in}^{(x)} + \bigl(e(t)\,W_{in}^{(e)} + b_{in}\bigr)
 
         (a sampler's batch shares one ``t``, so this is one row), and the rows run in tiles of
-        ``INFER_TILE`` through all layers, so that a tile's activations stay in cache. The
+        ``INFER_TILE`` rows (float64) or ``INFER_TILE_F32`` (float32) through all layers, so
+        that a tile's activations stay in cache. The
         result equals ``forward(x, t)[0]`` up to the rounding of the reordered sums (a few
         ulp of the model's dtype; tested in float64 to 1e-12). Its tile buffers belong to the
         model: call it from one thread at a time (the model's own threads are internal).
@@ -463,9 +469,11 @@ class MLP:
         float64 kernels need, tested on the machines this project runs on). The timestep
         part is one product per distinct timestep. This is what lets a sharded run
         (:mod:`npddpm.distributed`) reproduce a single-process one bit for bit; it costs at
-        most one padded tile per call (about 1 ms for a one-row call at width 256). A float32
-        model with C-contiguous parameters runs each thread's chunk as one compiled call
-        (:func:`npddpm.nn._mlp_kernels.predict_kernel`, bitwise the same as the tile loop).
+        most one padded tile per call (a one-row call at width 256: 0.8 ms in float32, 8 ms
+        in float64). A float32 model packs its weights for the product once per call (0.17 ms
+        at width 256) and, with C-contiguous parameters, runs each thread's chunk as one
+        compiled call (:func:`npddpm.nn._mlp_kernels.predict_kernel`, bitwise the same as the
+        tile loop).
 
         Parameters
         ----------
@@ -491,37 +499,69 @@ class MLP:
         self._kernels()  # compile (once) here, not in the worker threads
         # one compiled call per chunk where the model allows it (as the training step)
         jit = self._compiled_ok()
+        packed = None
         if jit:
             from ._mlp_kernels import predict_kernel
 
             predict_kernel()
+            packed = self._packed_weights()
         # the thread chunks start on tile boundaries, so that a row's tile is fixed by its index
-        bounds = sorted({min(n, -(-b // INFER_TILE) * INFER_TILE) for b in self._chunks(n)})
+        tile = self._infer_tile
+        bounds = sorted({min(n, -(-b // tile) * tile) for b in self._chunks(n)})
         while len(self._infer_ws) < len(bounds) - 1:
             self._infer_ws.append(
-                [np.empty((INFER_TILE, self.hidden), dtype=self.dtype) for _ in range(5)]
+                [np.empty((tile, self.hidden), dtype=self.dtype) for _ in range(5)]
             )
         out = np.empty((n, self.out_dim), dtype=self.dtype)
         jobs = [
-            (self._infer_ws[i], x[r0:r1], inv[r0:r1], c, out[r0:r1], jit)
+            (self._infer_ws[i], x[r0:r1], inv[r0:r1], c, out[r0:r1], packed)
             for i, (r0, r1) in enumerate(itertools.pairwise(bounds))
         ]
         self._run(self._predict_chunk, jobs)
         return out
 
-    def _predict_chunk(self, bufs: list[np.ndarray], x, inv, c, out, jit: bool) -> None:
-        if jit:
+    @property
+    def _infer_tile(self) -> int:
+        """Rows per tile of :meth:`predict`: ``INFER_TILE_F32`` for float32 models (whose
+        products are position-independent at any size), ``INFER_TILE`` for float64 (what
+        OpenBLAS's float64 kernels need to be)."""
+        return INFER_TILE_F32 if self.dtype == np.float32 else INFER_TILE
+
+    def _packed_weights(self) -> tuple:
+        """``(wp1, wp2, wp_out)``: the float32 products' weights packed for
+        :func:`npddpm.nn._gemm.kernels`' ``matmul_packed``, once per :meth:`predict` call
+        (the parameters may change between calls), shared read-only by the threads."""
+        from ._gemm import kernels, packed_size
+
+        pack = kernels().pack
+
+        def packed(w: np.ndarray) -> np.ndarray:
+            wp = np.empty(packed_size(*w.shape), dtype=np.float32)
+            pack(w, wp)
+            return wp
+
+        p = self.params
+        wp1, wp2 = (
+            self._tup([packed(p[f"block{k}.{n}"]) for k in range(self.num_blocks)], 1)
+            for n in ("w1", "w2")
+        )
+        return wp1, wp2, packed(p["out.w"])
+
+    def _predict_chunk(self, bufs: list[np.ndarray], x, inv, c, out, packed) -> None:
+        if packed is not None:
             from ._mlp_kernels import predict_kernel
 
             p, nb = self.params, self.num_blocks
-            w1, b1, w2, b2 = self._per_block(p, ("w1", "b1", "w2", "b2"))
-            xpad = np.empty((INFER_TILE, x.shape[1]), dtype=x.dtype)
-            ipad = np.empty(INFER_TILE, dtype=inv.dtype)
-            opad = np.empty((INFER_TILE, out.shape[1]), dtype=out.dtype)
+            b1, b2 = self._per_block(p, ("b1", "b2"))
+            wp1, wp2, wp_out = packed
+            tile = self._infer_tile
+            xpad = np.empty((tile, x.shape[1]), dtype=x.dtype)
+            ipad = np.empty(tile, dtype=inv.dtype)
+            opad = np.empty((tile, out.shape[1]), dtype=out.dtype)
             h, r, a, u, au = bufs
             predict_kernel()(
-                x, inv, c, p["in.w"][: self.dim], w1, b1, w2, b2, p["out.w"], h, r, a, u, au,
-                xpad, ipad, opad, out, nb, INFER_TILE,
+                x, inv, c, p["in.w"][: self.dim], wp1, b1, wp2, b2, wp_out, h, r, a, u, au,
+                xpad, ipad, opad, out, nb, tile,
             )
             out += p["out.b"]
             return
@@ -529,13 +569,14 @@ class MLP:
         mm = self._infer_matmul()
         p = self.params
         wx = p["in.w"][: self.dim]
-        for r0 in range(0, x.shape[0], INFER_TILE):
-            r1 = min(r0 + INFER_TILE, x.shape[0])
+        tile = self._infer_tile
+        for r0 in range(0, x.shape[0], tile):
+            r1 = min(r0 + tile, x.shape[0])
             h, r, a, u, au = bufs
             xt, it, ot = x[r0:r1], inv[r0:r1], out[r0:r1]
-            if r1 - r0 < INFER_TILE:  # the last tile: zero-padded to INFER_TILE rows
-                xt, it = padded(xt, INFER_TILE), padded(it, INFER_TILE)
-                ot = np.empty((INFER_TILE, out.shape[1]), dtype=out.dtype)
+            if r1 - r0 < tile:  # the last tile: zero-padded to a whole tile
+                xt, it = padded(xt, tile), padded(it, tile)
+                ot = np.empty((tile, out.shape[1]), dtype=out.dtype)
             embed_silu(xt, wx, c, it, h, a)
             for k in range(self.num_blocks):
                 mm(a, p[f"block{k}.w1"], u)

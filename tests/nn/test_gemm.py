@@ -69,3 +69,47 @@ def test_compiled_predict_equals_the_numpy_loop(threads, n):
     got = m.predict(x, t)
     m._compiled_ok = lambda: False  # the Python loop on this instance
     np.testing.assert_array_equal(got, m.predict(x, t))
+
+
+@pytest.mark.parametrize("k, m", [(0, 3), (5, 1), (9, 8), (9, 16), (9, 17), (9, 24), (9, 40)])
+def test_pack_layout(k, m):
+    # Panels of 16 columns, the last 8 or 16 wide, zero past M, each (K, width) contiguous:
+    # rebuilt here from the layout's definition, independently of pack's loops.
+    from npddpm.nn._gemm import kernels, packed_size
+
+    w = np.random.default_rng(k + m).standard_normal((k, m)).astype(np.float32)
+    npad = -(-m // 8) * 8
+    assert packed_size(k, m) == k * npad
+    wp = np.full(packed_size(k, m), np.nan, np.float32)
+    kernels().pack(w, wp)
+    wz = np.zeros((k, npad), np.float32)
+    wz[:, :m] = w
+    want = np.concatenate([wz[:, j : j + 16].ravel() for j in range(0, npad, 16)] or [wp[:0]])
+    np.testing.assert_array_equal(wp, want)
+
+
+def test_packed_size_mismatch_is_refused():
+    from npddpm.nn._gemm import kernels
+
+    g = kernels()
+    w = np.ones((4, 9), np.float32)
+    with pytest.raises(ValueError, match="packed_size"):
+        g.pack(w, np.empty(4 * 9, np.float32))  # 9 columns pack as 16
+    with pytest.raises(ValueError, match="pack"):
+        g.matmul_packed(np.ones((2, 4), np.float32), np.empty(4 * 8, np.float32),
+                        np.empty((2, 9), np.float32))
+
+
+@pytest.mark.parametrize("tile", [5, 64, 256])
+def test_float32_predict_does_not_depend_on_the_tile(monkeypatch, tile):
+    # INFER_TILE_F32 is a speed choice only: the products are fixed chains per element and the
+    # SiLU kernels element-wise, so any tile gives the same bits (a tile-dependent sum would
+    # show here, as OpenBLAS's did by row position).
+    import npddpm.nn.mlp as mlp
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((700, 2)).astype(np.float32)
+    t = rng.integers(0, 1000, 700)
+    ref = MLP(2, hidden=48, num_blocks=2, seed=4).predict(x, t)
+    monkeypatch.setattr(mlp, "INFER_TILE_F32", tile)
+    np.testing.assert_array_equal(MLP(2, hidden=48, num_blocks=2, seed=4).predict(x, t), ref)
