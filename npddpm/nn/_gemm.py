@@ -1,22 +1,23 @@
-r"""A float32 matrix product whose every element is one fixed chain of fused multiply-adds.
+r"""Matrix products whose every element is one fixed chain of fused multiply-adds.
 
 .. math:: c_{ij} = \operatorname{fma}(a_{i,K-1}, w_{K-1,j}, \dots
           \operatorname{fma}(a_{i1}, w_{1j}, \operatorname{fma}(a_{i0}, w_{0j}, 0)) \dots)
 
 — k ascending, one rounding per step, whatever the shapes, the row's position in ``a`` or the
-machine (``llvm.fma`` is exactly rounded everywhere). So row ``i`` of ``a @ w`` is a function
-of ``a[i]`` and ``w`` alone, bit for bit: what :meth:`npddpm.nn.MLP.predict` needs to be
-batch-invariant, and what BLAS does not give. OpenBLAS's float32 kernels sum in an order that
-depends on where the row sits in its block (measured with OpenBLAS 0.3.30 and 0.3.31 on AMD
-Zen 3: a row gives one of two results by its position modulo 12, another in the last partial
-block; figures in ``benchmarks/README.md``).
+machine (``llvm.fma`` is exactly rounded everywhere), in float32 or float64. So row ``i`` of
+``a @ w`` is a function of ``a[i]`` and ``w`` alone, bit for bit: what
+:meth:`npddpm.nn.MLP.predict` needs to be batch-invariant, and what BLAS does not give.
+OpenBLAS's float32 kernels sum in an order that depends on where the row sits in its block
+(measured with OpenBLAS 0.3.30 and 0.3.31 on AMD Zen 3: a row gives one of two results by its
+position modulo 12, another in the last partial block; figures in ``benchmarks/README.md``);
+its float64 kernels happened not to on the machines measured, which is no guarantee.
 
 The micro-kernel is written in LLVM IR (a Numba intrinsic): a block of up to ``ROWS`` rows ×
-``VECS`` vectors of 8 columns held in registers across the k loop, each step a broadcast of
-``a[i, k]`` and a vector ``fma`` with a row of ``w``; column tails run the same kernel on a
-zero-padded copy of the last columns (a lane computes the same chain as any other). On one
-AVX2 core (Zen 3) it runs the MLP's 256 × 256 × 256 tiles at 62–78 GFLOP/s, OpenBLAS's
-``sgemm`` at 72–86 in the same runs.
+``VECS`` vectors of 256 bits (8 float32 or 4 float64 columns) held in registers across the k
+loop, each step a broadcast of ``a[i, k]`` and a vector ``fma`` with a row of ``w``; column
+tails run the same kernel on zero-padded columns (a lane computes the same chain as any
+other). On one AVX2 core (Zen 3) it runs the MLP's float32 256 × 256 × 256 tiles at 78–86
+GFLOP/s on packed weights, OpenBLAS's ``sgemm`` at 72–86 in the same runs.
 """
 
 from __future__ import annotations
@@ -27,17 +28,29 @@ from typing import Any
 
 from .._numba import cpu_jit
 
-__all__ = ["ROWS", "VECS", "kernels", "packed_size"]
+__all__ = ["ROWS", "VECS", "kernels", "lanes", "packed_size"]
 
 ROWS: int = 5  # rows per register block (5 × 2 vectors = 10 accumulators of the 16 AVX2 registers)
-VECS: int = 2  # vectors of 8 float32 columns per register block
-_LANES = 8
+VECS: int = 2  # vectors of 256 bits per register block
+_DTYPES = ("float32", "float64")
 
 
-def _micro(rows: int, vecs: int) -> Any:
-    """The intrinsic ``micro(pa, lda, pw, ldw, pc, ldc, k)``: ``c[r, :8·vecs] = a[r, :k] @
-    w[:k, :8·vecs]`` for ``r < rows``, addresses as integers, leading dimensions in elements,
-    the chains of the module docstring (from zero, k ascending)."""
+def lanes(dtype: Any) -> int:
+    """Columns per 256-bit vector: 8 for float32, 4 for float64."""
+    import numpy as np
+
+    name = np.dtype(dtype).name
+    if name not in _DTYPES:
+        raise TypeError(f"dtype: expected float32 or float64, got {name}")
+    return 8 if name == "float32" else 4
+
+
+def _micro(rows: int, vecs: int, dtype: str) -> Any:
+    """The intrinsic ``micro(pa, lda, pw, ldw, pc, ldc, k)``: ``c[r, :L·vecs] = a[r, :k] @
+    w[:k, :L·vecs]`` for ``r < rows`` (L = :func:`lanes`), addresses as integers, leading
+    dimensions in elements, the chains of the module docstring (from zero, k ascending)."""
+    nl = lanes(dtype)
+    size = 4 if dtype == "float32" else 8
     from llvmlite import ir  # type: ignore[import-untyped]
     from numba.core import cgutils
     from numba.core import types as nt
@@ -49,16 +62,33 @@ def _micro(rows: int, vecs: int) -> Any:
 
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
             a_i, lda_, w_i, ldw_, c_i, ldc_, k_ = args
-            f32, i32 = ir.FloatType(), ir.IntType(32)
+            ft = ir.FloatType() if size == 4 else ir.DoubleType()
+            i32 = ir.IntType(32)
             idx = a_i.type
-            vec = ir.VectorType(f32, _LANES)
-            a0, w0, c0 = (builder.inttoptr(v, f32.as_pointer()) for v in (a_i, w_i, c_i))
+            vec = ir.VectorType(ft, nl)
+            a0, w0, c0 = (builder.inttoptr(v, ft.as_pointer()) for v in (a_i, w_i, c_i))
             fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.v{_LANES}f32"
+                builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.v{nl}f{8 * size}"
             )
-            zero = ir.Constant(vec, [0.0] * _LANES)
+            zero = ir.Constant(vec, [0.0] * nl)
             undef = ir.Constant(vec, ir.Undefined)
-            splat = ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES)
+            splat = ir.Constant(ir.VectorType(i32, nl), [0] * nl)
+
+            def at(base: Any, row: int, ld: Any, v: int) -> Any:
+                """The vector pointer of columns nl·v … of row ``row`` of ``base``."""
+                rowp = builder.gep(base, [builder.mul(ir.Constant(idx, row), ld)])
+                return builder.bitcast(builder.gep(rowp, [ir.Constant(idx, nl * v)]),
+                                       vec.as_pointer())
+
+            def load(ptr: Any) -> Any:
+                value = builder.load(ptr)
+                value.align = size
+                return value
+
+            def store(value: Any, ptr: Any) -> None:
+                st = builder.store(value, ptr)
+                st.align = size
+
             pre = builder.block
             loop = builder.append_basic_block("micro_k")
             done = builder.append_basic_block("micro_done")
@@ -71,13 +101,8 @@ def _micro(rows: int, vecs: int) -> Any:
             for p in acc:
                 p.add_incoming(zero, pre)
             wrow = builder.gep(w0, [builder.mul(kk, ldw_)])
-            ws = []
-            for v in range(vecs):
-                ptr = builder.bitcast(builder.gep(wrow, [ir.Constant(idx, _LANES * v)]),
-                                      vec.as_pointer())
-                load = builder.load(ptr)
-                load.align = 4
-                ws.append(load)
+            ws = [load(builder.bitcast(builder.gep(wrow, [ir.Constant(idx, nl * v)]),
+                                       vec.as_pointer())) for v in range(vecs)]
             new: list[Any] = []
             for r in range(rows):
                 ar = builder.load(builder.gep(a0, [builder.add(builder.mul(ir.Constant(idx, r),
@@ -101,11 +126,7 @@ def _micro(rows: int, vecs: int) -> Any:
                 finals.append(final)
             for i, final in enumerate(finals):
                 r, v = divmod(i, vecs)
-                crow = builder.gep(c0, [builder.mul(ir.Constant(idx, r), ldc_)])
-                ptr = builder.bitcast(builder.gep(crow, [ir.Constant(idx, _LANES * v)]),
-                                      vec.as_pointer())
-                store = builder.store(final, ptr)
-                store.align = 4
+                store(final, at(c0, r, ldc_, v))
             return context.get_dummy_value()
 
         return sig, codegen
@@ -113,13 +134,13 @@ def _micro(rows: int, vecs: int) -> Any:
     return micro
 
 
-def _dispatch(vecs: int, rows: int) -> Any:
+def _dispatch(vecs: int, rows: int, dtype: str) -> Any:
     """``block(r, v, pa, lda, pw, ldw, pc, ldc, k)``: the micro-kernel of ``r`` rows and ``v``
     vectors, for 1 ≤ r ≤ ``rows`` and 1 ≤ v ≤ ``vecs``: a chain of comparisons with
     compile-time constants (each intrinsic has one fixed shape, and Numba cannot index a
     tuple of them at run time)."""
-    micro = _micro(rows, vecs)
-    fewer_rows = _dispatch(vecs, rows - 1) if rows > 1 else _micro_only(micro)
+    micro = _micro(rows, vecs, dtype)
+    fewer_rows = _dispatch(vecs, rows - 1, dtype) if rows > 1 else _micro_only(micro)
 
     @cpu_jit(inline=True)
     def by_rows(r, v, pa, lda, pw, ldw, pc, ldc, k):
@@ -130,7 +151,7 @@ def _dispatch(vecs: int, rows: int) -> Any:
 
     if rows < ROWS or vecs == 1:
         return by_rows
-    fewer_vecs = _dispatch(vecs - 1, ROWS)
+    fewer_vecs = _dispatch(vecs - 1, ROWS, dtype)
 
     @cpu_jit(inline=True)
     def by_vecs(r, v, pa, lda, pw, ldw, pc, ldc, k):
@@ -152,21 +173,23 @@ def _micro_only(micro: Any) -> Any:
     return only
 
 
-def packed_size(k: int, ncol: int) -> int:
-    """Length of the float32 array :func:`kernels`' ``pack`` fills for a (k, ncol) ``w``:
-    ``k`` times ``ncol`` rounded up to a whole vector of 8 columns."""
-    return k * (-(-ncol // _LANES) * _LANES)
+def packed_size(k: int, ncol: int, dtype: Any = "float32") -> int:
+    """Length of the array :func:`kernels`' ``pack`` fills for a (k, ncol) ``w``: ``k`` times
+    ``ncol`` rounded up to a whole vector (:func:`lanes` columns)."""
+    nl = lanes(dtype)
+    return k * (-(-ncol // nl) * nl)
 
 
-@functools.cache
-def kernels() -> SimpleNamespace:
-    """Compile (once) and return the products, all by the chains of the module docstring
-    (float32, rows of each array contiguous, outputs not overlapping the inputs):
+def kernels(dtype: Any = "float32") -> SimpleNamespace:
+    """Compile (once per dtype, float32 or float64) and return the products, all by the
+    chains of the module docstring (rows of each array contiguous, every array of ``dtype``,
+    outputs not overlapping the inputs; shapes are checked, a mismatch is a ``ValueError``):
 
     - ``pack(w, wp)``: ``w`` (K, M) copied into ``wp`` (1-D, :func:`packed_size` long) as
-      column panels of ``VECS`` × 8 columns, each contiguous (K, 16) and so resident in L1
-      across the rows (w's own rows, 1 KB apart at width 256, would share 4 cache sets),
-      the last panel 8 or 16 columns wide, zero-padded past M. Values are copied, not changed.
+      column panels of ``VECS`` vectors (16 float32 or 8 float64 columns), each contiguous
+      (K, width) and so resident in L1 across the rows (w's own rows, 1 KB apart at float32
+      width 256, would share 4 cache sets), the last panel one or two vectors wide,
+      zero-padded past M. Values are copied, not changed.
     - ``matmul_packed(a, wp, c)``: ``c = a @ w`` for ``a`` (N, K), ``c`` (N, M) and ``wp`` a
       packed ``w``; column blocks outermost.
     - ``matmul(a, w, c)``: ``pack`` into a scratch array, then ``matmul_packed``.
@@ -177,17 +200,28 @@ def kernels() -> SimpleNamespace:
     """
     import numpy as np
 
-    block = _dispatch(VECS, ROWS)
-    lanes, rmax, vmax = _LANES, ROWS, VECS
-    pw_max = vmax * lanes
+    name = np.dtype(dtype).name
+    lanes(name)  # the TypeError for anything else
+    return _kernels(name)
+
+
+@functools.cache
+def _kernels(name: str) -> SimpleNamespace:
+    import numpy as np
+
+    block = _dispatch(VECS, ROWS, name)
+    nl, rmax, vmax = lanes(name), ROWS, VECS
+    pw_max = vmax * nl
+    dt = np.float32 if name == "float32" else np.float64
+    size = np.dtype(dt).itemsize
 
     @cpu_jit()
     def pack(w, wp):
         """wp = the panels of w (see :func:`kernels`)."""
         k, ncol = w.shape
-        npad = -(-ncol // lanes) * lanes
+        npad = -(-ncol // nl) * nl
         if wp.shape[0] != k * npad:
-            raise ValueError("pack: wp must hold packed_size(k, ncol) float32 values")
+            raise ValueError("pack: wp must hold packed_size(k, ncol) values")
         for j0 in range(0, npad, pw_max):
             width = min(pw_max, npad - j0)
             real = min(width, ncol - j0)
@@ -200,28 +234,33 @@ def kernels() -> SimpleNamespace:
 
     @cpu_jit()
     def matmul_packed(a, wp, c):
-        """c = a @ w; a (N, K), c (N, M) float32 with contiguous rows, wp = pack(w)."""
+        """c = a @ w; a (N, K), c (N, M) with contiguous rows, wp = pack(w)."""
         n, k = a.shape
         ncol = c.shape[1]
-        npad = -(-ncol // lanes) * lanes
+        npad = -(-ncol // nl) * nl
         if wp.shape[0] != k * npad:
-            raise ValueError("matmul_packed: wp must be pack(w) for w of shape (K, M)")
-        lda, ldc = a.strides[0] // 4, c.strides[0] // 4
+            raise ValueError("matmul: wp must be pack(w) for w of shape (K, M)")
+        if c.shape[0] != n:
+            raise ValueError("matmul: the arrays' shapes do not match (N, K) @ (K, M)")
+        # the kernel reads rows by pointer (a stride along a length-0 or 1 axis is unused)
+        if (k > 1 and a.strides[1] != size) or (ncol > 1 and c.strides[1] != size):
+            raise ValueError("matmul: every array needs contiguous rows")
+        lda, ldc = a.strides[0] // size, c.strides[0] // size
         pa, pc, p0 = a.ctypes.data, c.ctypes.data, wp.ctypes.data
-        ct = np.empty((rmax, pw_max), dtype=np.float32)
+        ct = np.empty((rmax, pw_max), dtype=dt)
         for j0 in range(0, npad, pw_max):
             width = min(pw_max, npad - j0)
-            vecs = width // lanes
-            pw = p0 + 4 * k * j0
+            vecs = width // nl
+            pw = p0 + size * k * j0
             real = min(width, ncol - j0)
             if real == width:
                 for i0 in range(0, n, rmax):
-                    block(min(rmax, n - i0), vecs, pa + 4 * i0 * lda, lda, pw, width,
-                          pc + 4 * (i0 * ldc + j0), ldc, k)
+                    block(min(rmax, n - i0), vecs, pa + size * i0 * lda, lda, pw, width,
+                          pc + size * (i0 * ldc + j0), ldc, k)
             else:  # the last columns: the same chains into scratch, the real ones kept
                 for i0 in range(0, n, rmax):
                     rows = min(rmax, n - i0)
-                    block(rows, vecs, pa + 4 * i0 * lda, lda, pw, width, ct.ctypes.data,
+                    block(rows, vecs, pa + size * i0 * lda, lda, pw, width, ct.ctypes.data,
                           pw_max, k)
                     for r in range(rows):
                         for j in range(real):
@@ -229,9 +268,9 @@ def kernels() -> SimpleNamespace:
 
     @cpu_jit()
     def matmul(a, w, c):
-        """c = a @ w; a (N, K), w (K, M), c (N, M) float32 with contiguous rows."""
+        """c = a @ w; a (N, K), w (K, M), c (N, M) with contiguous rows."""
         k, ncol = w.shape
-        wp = np.empty(k * (-(-ncol // lanes) * lanes), dtype=np.float32)
+        wp = np.empty(k * (-(-ncol // nl) * nl), dtype=dt)
         pack(w, wp)
         matmul_packed(a, wp, c)
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .._checks import as_int
-from .._rowwise import TILE, matmul_by_row, padded
+from .._rowwise import matmul_by_row, padded
 from ._parallel import ChunkRunner, available_cpus
 from ._validate import check_dtype, check_input, check_timesteps
 from .layers import timestep_embedding_forward
@@ -30,12 +30,11 @@ from .layers import timestep_embedding_forward
 # 5-30 % faster than two chunks; from 1024 rows two chunks are 5-20 % faster (their SiLU
 # kernels run side by side too).
 MIN_CHUNK = 512
-INFER_TILE = TILE  # rows per tile of the float64 inference pass (a tile's activations stay in L2)
-# Rows per tile of the float32 inference pass. Its products (npddpm.nn._gemm) are
-# position-independent at any tile size, so the size is chosen for speed alone: on one Zen 3
-# core 64-row tiles ran the 10,240-row pass 1-3 % faster than 256-row ones (paired rounds,
-# inside the noise), and a call of a few rows pads 4× fewer rows.
-INFER_TILE_F32 = 64
+# Rows per tile of the inference pass. Its products (npddpm.nn._gemm) are position-independent
+# at any tile size and its SiLU kernels element-wise, so the size is chosen for speed: on one
+# Zen 3 core 64-row float32 tiles ran the 10,240-row pass 1-3 % faster than 256-row ones
+# (paired rounds, inside the noise), and a call of a few rows pads 4× fewer rows.
+INFER_TILE = 64
 
 __all__ = ["MLP"]
 
@@ -225,17 +224,6 @@ class MLP:
         float32 kernels and C-contiguous parameters (their products read rows by pointer and
         row stride)."""
         return self.fused and all(v.flags.c_contiguous for v in self.params.values())
-
-    def _infer_matmul(self):
-        """``mm(a, w, out)``: out = a @ w for the inference pass. float32 models use the
-        fixed-order product of :mod:`npddpm.nn._gemm` (row i a function of a[i] alone on
-        every machine; OpenBLAS's float32 kernels are not); float64 models use BLAS."""
-        if self.dtype != np.float32:
-            return lambda a, w, out: np.matmul(a, w, out=out)
-        from ._gemm import kernels
-
-        matmul = kernels().matmul
-        return lambda a, w, out: matmul(a, np.ascontiguousarray(w), out)
 
     def _jit(self):
         """The compiled chunk passes (:mod:`npddpm.nn._mlp_kernels`) when this model can use
@@ -451,9 +439,8 @@ class MLP:
                   = x\,W_{in}^{(x)} + \bigl(e(t)\,W_{in}^{(e)} + b_{in}\bigr)
 
         (a sampler's batch shares one ``t``, so this is one row), and the rows run in tiles of
-        ``INFER_TILE`` rows (float64) or ``INFER_TILE_F32`` (float32) through all layers, so
-        that a tile's activations stay in cache. The
-        result equals ``forward(x, t)[0]`` up to the rounding of the reordered sums (a few
+        ``INFER_TILE`` rows through all layers, so that a tile's activations stay in cache.
+        The result equals ``forward(x, t)[0]`` up to the rounding of the reordered sums (a few
         ulp of the model's dtype; tested in float64 to 1e-12). Its tile buffers belong to the
         model: call it from one thread at a time (the model's own threads are internal).
 
@@ -462,18 +449,16 @@ class MLP:
         ``predict(x, t)[a:b] == predict(x[a:b], t[a:b])``. BLAS is not: OpenBLAS picks its
         GEMM kernel by size (one row, a thin output layer under about 2²⁰ multiply-adds) and
         its float32 kernels on some CPUs sum a row in an order set by the row's position in
-        its block (AMD Zen 3: two results by position modulo 12). So a float32 model's
-        products are :mod:`npddpm.nn._gemm`'s, every element one fixed chain of fused
-        multiply-adds; a float64 model's are BLAS products of exactly ``INFER_TILE`` rows (the
-        last tile zero-padded, the thread chunks starting on tile boundaries; what OpenBLAS's
-        float64 kernels need, tested on the machines this project runs on). The timestep
-        part is one product per distinct timestep. This is what lets a sharded run
-        (:mod:`npddpm.distributed`) reproduce a single-process one bit for bit; it costs at
-        most one padded tile per call (a one-row call at width 256: 0.8 ms in float32, 8 ms
-        in float64). A float32 model packs its weights for the product once per call (0.17 ms
-        at width 256) and, with C-contiguous parameters, runs each thread's chunk as one
-        compiled call (:func:`npddpm.nn._mlp_kernels.predict_kernel`, bitwise the same as the
-        tile loop).
+        its block (AMD Zen 3: two results by position modulo 12). So the products, in float32
+        and float64, are :mod:`npddpm.nn._gemm`'s, every element one fixed chain of fused
+        multiply-adds, and the SiLU kernels are element-wise; the last tile is zero-padded and
+        the thread chunks start on tile boundaries, so that every row also passes through
+        whole tiles. The timestep part is one product per distinct timestep. This is what
+        lets a sharded run (:mod:`npddpm.distributed`) reproduce a single-process one bit for
+        bit, on every machine. A call packs the weights for the product once (0.17 ms at
+        float32 width 256) and costs at most one padded tile more than its rows. A float32
+        model with C-contiguous parameters runs each thread's chunk as one compiled call
+        (:func:`npddpm.nn._mlp_kernels.predict_kernel`, bitwise the same as the tile loop).
 
         Parameters
         ----------
@@ -499,14 +484,13 @@ class MLP:
         self._kernels()  # compile (once) here, not in the worker threads
         # one compiled call per chunk where the model allows it (as the training step)
         jit = self._compiled_ok()
-        packed = None
         if jit:
             from ._mlp_kernels import predict_kernel
 
             predict_kernel()
-            packed = self._packed_weights()
+        packed = self._packed_weights()
         # the thread chunks start on tile boundaries, so that a row's tile is fixed by its index
-        tile = self._infer_tile
+        tile = INFER_TILE
         bounds = sorted({min(n, -(-b // tile) * tile) for b in self._chunks(n)})
         while len(self._infer_ws) < len(bounds) - 1:
             self._infer_ws.append(
@@ -514,29 +498,22 @@ class MLP:
             )
         out = np.empty((n, self.out_dim), dtype=self.dtype)
         jobs = [
-            (self._infer_ws[i], x[r0:r1], inv[r0:r1], c, out[r0:r1], packed)
+            (self._infer_ws[i], x[r0:r1], inv[r0:r1], c, out[r0:r1], packed, jit)
             for i, (r0, r1) in enumerate(itertools.pairwise(bounds))
         ]
         self._run(self._predict_chunk, jobs)
         return out
 
-    @property
-    def _infer_tile(self) -> int:
-        """Rows per tile of :meth:`predict`: ``INFER_TILE_F32`` for float32 models (whose
-        products are position-independent at any size), ``INFER_TILE`` for float64 (what
-        OpenBLAS's float64 kernels need to be)."""
-        return INFER_TILE_F32 if self.dtype == np.float32 else INFER_TILE
-
     def _packed_weights(self) -> tuple:
-        """``(wp1, wp2, wp_out)``: the float32 products' weights packed for
-        :func:`npddpm.nn._gemm.kernels`' ``matmul_packed``, once per :meth:`predict` call
-        (the parameters may change between calls), shared read-only by the threads."""
+        """``(wp1, wp2, wp_out)``: the weights packed for :func:`npddpm.nn._gemm.kernels`'
+        ``matmul_packed``, once per :meth:`predict` call (the parameters may change between
+        calls), shared read-only by the threads."""
         from ._gemm import kernels, packed_size
 
-        pack = kernels().pack
+        pack = kernels(self.dtype).pack
 
         def packed(w: np.ndarray) -> np.ndarray:
-            wp = np.empty(packed_size(*w.shape), dtype=np.float32)
+            wp = np.empty(packed_size(w.shape[0], w.shape[1], self.dtype), dtype=self.dtype)
             pack(w, wp)
             return wp
 
@@ -547,14 +524,14 @@ class MLP:
         )
         return wp1, wp2, packed(p["out.w"])
 
-    def _predict_chunk(self, bufs: list[np.ndarray], x, inv, c, out, packed) -> None:
-        if packed is not None:
+    def _predict_chunk(self, bufs: list[np.ndarray], x, inv, c, out, packed, jit) -> None:
+        wp1, wp2, wp_out = packed
+        if jit:
             from ._mlp_kernels import predict_kernel
 
             p, nb = self.params, self.num_blocks
             b1, b2 = self._per_block(p, ("b1", "b2"))
-            wp1, wp2, wp_out = packed
-            tile = self._infer_tile
+            tile = INFER_TILE
             xpad = np.empty((tile, x.shape[1]), dtype=x.dtype)
             ipad = np.empty(tile, dtype=inv.dtype)
             opad = np.empty((tile, out.shape[1]), dtype=out.dtype)
@@ -565,11 +542,13 @@ class MLP:
             )
             out += p["out.b"]
             return
+        from ._gemm import kernels
+
         bias_silu, residual_silu, _, embed_silu = self._kernels()
-        mm = self._infer_matmul()
+        mm = kernels(self.dtype).matmul_packed
         p = self.params
         wx = p["in.w"][: self.dim]
-        tile = self._infer_tile
+        tile = INFER_TILE
         for r0 in range(0, x.shape[0], tile):
             r1 = min(r0 + tile, x.shape[0])
             h, r, a, u, au = bufs
@@ -579,12 +558,12 @@ class MLP:
                 ot = np.empty((tile, out.shape[1]), dtype=out.dtype)
             embed_silu(xt, wx, c, it, h, a)
             for k in range(self.num_blocks):
-                mm(a, p[f"block{k}.w1"], u)
+                mm(a, wp1[k], u)
                 bias_silu(u, p[f"block{k}.b1"], au)
-                mm(au, p[f"block{k}.w2"], r)
+                mm(au, wp2[k], r)
                 residual_silu(r, h, p[f"block{k}.b2"], a)  # r becomes the residual stream
                 h, r = r, h
-            mm(a, p["out.w"], ot)
+            mm(a, wp_out, ot)
             if ot.shape[0] != r1 - r0:
                 out[r0:r1] = ot[: r1 - r0]
         out += p["out.b"]
